@@ -1,0 +1,37 @@
+"""Small conveniences the notebooks share, so their cells stay narrative plus one call."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from atomlib.paths import newest_run
+
+
+def smoke(value, small):
+    """`small` when the test suite runs the notebooks (ATOM_SMOKE=1), else `value` unchanged.
+
+    The notebooks' parameters are sized for a person on a laptop (minutes); nbval in CI runs
+    the same cells with the work cut down, and this is the one place that decides it."""
+    return small if os.environ.get("ATOM_SMOKE") == "1" else value
+
+
+def ensure_run(run: str | Path | None = None, config: str = "cpu", max_iters: int | None = None) -> Path:
+    """The run a notebook should use: `run` if given, else the newest under outputs/runs/; when
+    there is none, say so and train a small one (so each notebook runs alone on a fresh clone)."""
+    if run:
+        return Path(run)
+    found = newest_run()
+    if found is not None:
+        print(f"using the newest run: {found}")
+        return found
+    from atomlib.config import load_config
+    from atomlib.data_setup import ensure_dataset
+    from atomlib.train import run as train_run
+
+    iters = max_iters or smoke(300, 60)
+    print(f"no run under outputs/runs/ yet: training a small '{config}' run ({iters} steps) first")
+    cfg = load_config(config, {"max_iters": iters, "eval_interval": max(iters // 2, 1),
+                               "warmup_iters": min(20, iters)})
+    ensure_dataset(cfg.dataset)
+    return train_run(cfg)

@@ -1,0 +1,81 @@
+"""Where things live: the project root, data folders, runs, and the offline mirrors.
+
+Notebooks run from the repository root or from notebooks/, papermill may run them from
+anywhere, so every path is resolved from the project root, never from the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def project_root() -> Path:
+    """The repository root: $ATOM_HOME, else the nearest parent of the working directory
+    holding configs/ and atomlib/, else the folder above the installed package."""
+    if os.environ.get("ATOM_HOME"):
+        return Path(os.environ["ATOM_HOME"]).resolve()
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        if (d / "configs").is_dir() and (d / "atomlib").is_dir():
+            return d
+    return _PACKAGE_DIR.parent
+
+
+def configs_dir() -> Path:
+    return project_root() / "configs"
+
+
+def data_dir() -> Path:
+    return project_root() / "data"
+
+
+def raw_dir() -> Path:
+    return data_dir() / "raw"
+
+
+def interim_dir() -> Path:
+    return data_dir() / "interim"
+
+
+def processed_dir() -> Path:
+    return data_dir() / "processed"
+
+
+def outputs_dir() -> Path:
+    return project_root() / "outputs"
+
+
+def runs_dir() -> Path:
+    return outputs_dir() / "runs"
+
+
+def corpus_mirror() -> Path | None:
+    """The offline corpus mirror: $ATOM_MIRROR, else ../shared/corpus beside the repo, else None
+    (then the real download URLs are used)."""
+    env = os.environ.get("ATOM_MIRROR")
+    if env:
+        return Path(env).expanduser().resolve()
+    guess = project_root().parent / "shared" / "corpus"
+    return guess if guess.is_dir() else None
+
+
+def tokenizer_mirror() -> Path | None:
+    """Folder holding GPT-2's encoder.json and vocab.bpe for offline tiktoken:
+    $ATOM_TOKENIZER_MIRROR, else ../shared/tokenizers/gpt2 beside the repo, else None."""
+    env = os.environ.get("ATOM_TOKENIZER_MIRROR")
+    if env:
+        return Path(env).expanduser().resolve()
+    guess = project_root().parent / "shared" / "tokenizers" / "gpt2"
+    return guess if guess.is_dir() else None
+
+
+def newest_run() -> Path | None:
+    """The most recently modified run folder under outputs/runs/ that holds a checkpoint."""
+    root = runs_dir()
+    if not root.is_dir():
+        return None
+    runs = [d for d in root.iterdir() if (d / "state.json").is_file()]
+    return max(runs, key=lambda d: (d / "state.json").stat().st_mtime, default=None)

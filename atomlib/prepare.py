@@ -1,0 +1,201 @@
+"""Corpus -> token arrays: data/processed/<name>/{train.bin, val.bin, meta.json}.
+
+The split is by document, so no song or poem lands in both train and val; it is seeded
+and reproducible. A document longer than a few paragraphs (a whole Gutenberg book, or
+tinyshakespeare's single input.txt) is first cut at blank lines into paragraph-sized
+pieces, so even one long text still splits. Documents are streamed through twice (vocab,
+then tokens) and written straight to disk, so memory stays flat whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from atomlib.errors import AtomError
+from atomlib.paths import processed_dir
+from atomlib.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer
+
+CHUNK_CHARS = 2000  # documents longer than this are cut at blank lines into pieces of about this size
+CHAR_SEPARATOR = "\n\n\n"  # cleaning never leaves 3 newlines inside a document, so this marks a boundary
+
+
+def prepare(corpus, tokenizer: str = "char", name: str | None = None, out_dir=None,
+            val_fraction: float = 0.1, seed: int = 1337, progress: bool = True) -> Path:
+    """Tokenize a corpus (JSONL with a `text` field, or a plain .txt) into train/val .bin files."""
+    corpus = Path(corpus)
+    if not corpus.is_file():
+        raise AtomError(f"corpus file {corpus} does not exist; run `atom clean` first or pass --corpus PATH.")
+    if not 0.0 < val_fraction < 1.0:
+        raise AtomError(f"--val-fraction {val_fraction} must be between 0 and 1 (exclusive).")
+    if tokenizer not in ("char", "gpt2"):
+        raise AtomError(f"--tokenizer '{tokenizer}' is not one of: char, gpt2.")
+    out = Path(out_dir) if out_dir else processed_dir() / (name or corpus.stem)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # Pass 1: count documents and (for char) collect the vocabulary.
+    chars, n_docs = set(), 0
+    for text in iter_documents(corpus):
+        chars.update(text)
+        n_docs += 1
+    if n_docs == 0:
+        raise AtomError(f"corpus file {corpus} holds no documents with text.")
+    if tokenizer == "char":
+        chars.update(CHAR_SEPARATOR)
+        tok = CharTokenizer(sorted(chars))
+        sep = tok.encode(CHAR_SEPARATOR)
+    else:
+        tok = GPT2Tokenizer()
+        sep = [tok.eot_token]
+    dtype = np.uint16 if tok.vocab_size <= 2**16 else np.uint32
+
+    # Pass 2: assign each document to a split (seeded), encode, append to its .bin.
+    rng = random.Random(seed)
+    counts = {s: {"tokens": 0, "chars": 0, "docs": 0} for s in ("train", "val")}
+    files = {s: open(out / f"{s}.bin.tmp", "wb") for s in ("train", "val")}
+    try:
+        for i, text in enumerate(tqdm(iter_documents(corpus), total=n_docs, desc="prepare", unit="doc",
+                                      disable=not progress)):
+            split = "val" if rng.random() < val_fraction else "train"
+            # Make sure a small corpus still gets at least one document in each split.
+            if i == n_docs - 1 and counts["val"]["docs"] == 0:
+                split = "val"
+            elif i == n_docs - 1 and counts["train"]["docs"] == 0:
+                split = "train"
+            ids = tok.encode(text) + sep
+            np.asarray(ids, dtype=dtype).tofile(files[split])
+            c = counts[split]
+            c["tokens"] += len(ids)
+            c["chars"] += len(text) + (len(CHAR_SEPARATOR) if tokenizer == "char" else 0)
+            c["docs"] += 1
+    finally:
+        for f in files.values():
+            f.close()
+    for s in ("train", "val"):
+        (out / f"{s}.bin.tmp").replace(out / f"{s}.bin")
+
+    meta = {
+        **tok.meta(),
+        "dtype": np.dtype(dtype).name,
+        "doc_separator": CHAR_SEPARATOR if tokenizer == "char" else "<|endoftext|>",
+        **{f"{s}_{k}": v for s, c in counts.items() for k, v in c.items()},
+        "chars_per_token": counts["val"]["chars"] / max(1, counts["val"]["tokens"]),
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "corpus": str(corpus),
+        "corpus_sha256": sha256_file(corpus),
+        "name": out.name,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+    if progress:
+        print(f"prepared {out}: train {counts['train']['tokens']:,} tokens ({counts['train']['docs']} docs), "
+              f"val {counts['val']['tokens']:,} tokens ({counts['val']['docs']} docs), vocab {tok.vocab_size}")
+    return out
+
+
+def iter_documents(corpus: Path) -> Iterator[str]:
+    """Yield paragraph-sized document texts from a JSONL corpus (field `text`) or a .txt file."""
+    if corpus.suffix == ".jsonl":
+        with open(corpus, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    text = json.loads(line).get("text") or ""
+                except (json.JSONDecodeError, AttributeError):
+                    raise AtomError(f"{corpus} line {n} is not a JSON object; the corpus must be JSONL from `atom clean`.") from None
+                yield from split_long(text)
+    else:
+        yield from split_long(corpus.read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n"))
+
+
+def split_long(text: str, size: int = CHUNK_CHARS) -> Iterator[str]:
+    """Cut a long text at blank lines into pieces of about `size` characters (short texts pass whole)."""
+    text = text.strip("\n")
+    if not text.strip():
+        return
+    if len(text) <= size:
+        yield text
+        return
+    piece = []
+    n = 0
+    for para in text.split("\n\n"):
+        if piece and n + len(para) > size:
+            yield "\n\n".join(piece)
+            piece, n = [], 0
+        piece.append(para)
+        n += len(para) + 2
+    if piece:
+        yield "\n\n".join(piece)
+
+
+# --- reading a prepared dataset ------------------------------------------------------------
+
+
+def resolve_dataset(name_or_path) -> Path:
+    """A dataset name under data/processed/, or a folder path, checked to hold the three files."""
+    p = Path(name_or_path)
+    folder = p if (p.is_absolute() or p.exists() or len(p.parts) > 1) else processed_dir() / str(name_or_path)
+    for f in ("train.bin", "val.bin", "meta.json"):
+        if not (folder / f).is_file():
+            raise AtomError(f"dataset '{name_or_path}' is missing {folder / f}; run `atom prepare --name {p.name}` "
+                            "or set dataset= to a folder holding train.bin, val.bin and meta.json.")
+    return folder
+
+
+def load_meta(folder) -> dict:
+    path = Path(folder) / "meta.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise AtomError(f"{path} is unreadable ({type(e).__name__}); re-run `atom prepare`.") from None
+
+
+def load_tokens(folder, split: str) -> np.memmap:
+    """The token array of a split, memory-mapped (never read whole into memory)."""
+    folder = Path(folder)
+    meta = load_meta(folder)
+    return np.memmap(folder / f"{split}.bin", dtype=np.dtype(meta.get("dtype", "uint16")), mode="r")
+
+
+def dataset_tokenizer(folder):
+    return load_tokenizer(load_meta(folder))
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- statistics for notebook 02 -------------------------------------------------------------
+
+
+def dataset_stats(folder) -> dict:
+    """Sizes, vocabulary and character frequencies of a prepared dataset (read via memmap)."""
+    folder = Path(folder)
+    meta = load_meta(folder)
+    tok = load_tokenizer(meta)
+    stats = {k: meta.get(k) for k in ("tokenizer", "vocab_size", "train_tokens", "val_tokens", "train_docs",
+                                       "val_docs", "train_chars", "val_chars", "chars_per_token")}
+    train = load_tokens(folder, "train")
+    counts = np.bincount(np.asarray(train[: 5_000_000]), minlength=tok.vocab_size)
+    if meta["tokenizer"] == "char":
+        stats["char_counts"] = {tok.chars[i]: int(c) for i, c in enumerate(counts) if c}
+    else:
+        top = np.argsort(counts)[::-1][:40]
+        stats["token_counts"] = {tok.decode([int(i)]): int(counts[i]) for i in top if counts[i]}
+    return stats
+
+
+def document_lengths(corpus) -> list[int]:
+    """Character length of each (paragraph-sized) document prepare would see."""
+    return [len(t) for t in iter_documents(Path(corpus))]
