@@ -1,0 +1,122 @@
+"""prepare: by-document split without leakage, reproducible, streamed, memory-mapped."""
+
+import json
+import resource
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from atomlib.errors import AtomError
+from atomlib.paths import corpus_mirror
+from atomlib.prepare import (iter_documents, load_meta, load_tokens, prepare, resolve_dataset,
+                             split_long)
+from conftest import atom_cmd
+
+
+def _write_corpus(path, n=50):
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            # every document is unique, so any shared line would reveal leakage
+            text = f"Poem number {i} begins in shadow.\nIts line {i * 7} ends in flame {i}."
+            f.write(json.dumps({"id": f"d{i}", "source": "t", "title": f"P{i}", "text": text}) + "\n")
+    return path
+
+
+def _docs(folder, split):
+    meta = load_meta(folder)
+    from atomlib.tokenizer import load_tokenizer
+
+    text = load_tokenizer(meta).decode(load_tokens(folder, split))
+    return {d for d in text.split(meta["doc_separator"]) if d}
+
+
+def test_split_is_by_document_and_has_no_leakage(tmp_path):
+    corpus = _write_corpus(tmp_path / "c.jsonl")
+    out = prepare(corpus, out_dir=tmp_path / "ds", val_fraction=0.2, seed=3, progress=False)
+    train, val = _docs(out, "train"), _docs(out, "val")
+    assert train and val
+    assert not train & val
+    assert len(train) + len(val) == 50
+    meta = load_meta(out)
+    assert meta["train_docs"] == len(train) and meta["val_docs"] == len(val)
+    assert meta["train_tokens"] == len(load_tokens(out, "train"))
+
+
+def test_split_is_reproducible_and_seeded(tmp_path):
+    corpus = _write_corpus(tmp_path / "c.jsonl")
+    a = prepare(corpus, out_dir=tmp_path / "a", seed=5, progress=False)
+    b = prepare(corpus, out_dir=tmp_path / "b", seed=5, progress=False)
+    c = prepare(corpus, out_dir=tmp_path / "c", seed=6, progress=False)
+    assert (a / "val.bin").read_bytes() == (b / "val.bin").read_bytes()
+    assert _docs(a, "val") != _docs(c, "val")
+
+
+def test_one_long_text_is_cut_into_documents_and_still_splits(tmp_path):
+    paras = [f"Stanza {i}: the bells, the bells,\nthe tolling of the bells {i}." for i in range(400)]
+    txt = tmp_path / "input.txt"
+    txt.write_text("\r\n\r\n".join(paras).replace("\n", "\r\n"), encoding="utf-8")
+    docs = list(iter_documents(txt))
+    assert len(docs) > 10 and all("\r" not in d for d in docs)
+    out = prepare(txt, out_dir=tmp_path / "ds", progress=False)
+    assert _docs(out, "train") and _docs(out, "val")
+
+
+def test_split_long_keeps_short_texts_whole():
+    assert list(split_long("one\n\ntwo")) == ["one\n\ntwo"]
+    pieces = list(split_long("\n\n".join(["x" * 100] * 50), size=500))
+    assert all(len(p) <= 600 for p in pieces) and "".join(pieces).count("x") == 5000
+
+
+def test_dtype_and_memmap(tmp_path):
+    out = prepare(_write_corpus(tmp_path / "c.jsonl"), out_dir=tmp_path / "ds", progress=False)
+    meta = load_meta(out)
+    assert meta["dtype"] == "uint16" and meta["tokenizer"] == "char"
+    arr = load_tokens(out, "train")
+    assert isinstance(arr, np.memmap) and arr.dtype == np.uint16
+    assert (out / "train.bin").stat().st_size == 2 * len(arr)
+    assert len(meta["corpus_sha256"]) == 64 and meta["chars_per_token"] == pytest.approx(1.0)
+
+
+def test_gpt2_tokenizer_dataset(tmp_path):
+    out = prepare(_write_corpus(tmp_path / "c.jsonl", n=10), tokenizer="gpt2", out_dir=tmp_path / "g", progress=False)
+    meta = load_meta(out)
+    assert meta["vocab_size"] == 50257 and meta["dtype"] == "uint16"
+    assert 50256 in set(load_tokens(out, "train").tolist())  # documents end with <|endoftext|>
+    assert meta["chars_per_token"] > 2
+
+
+def test_errors_name_the_file(tmp_path):
+    with pytest.raises(AtomError, match="missing.jsonl"):
+        prepare(tmp_path / "missing.jsonl", out_dir=tmp_path / "x")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    with pytest.raises(AtomError, match="bad.jsonl line 1"):
+        prepare(bad, out_dir=tmp_path / "y", progress=False)
+    with pytest.raises(AtomError, match="train.bin"):
+        resolve_dataset(tmp_path / "nowhere")
+
+
+def test_cli_missing_corpus_is_one_line_exit_2(tmp_path):
+    r = subprocess.run(atom_cmd("prepare", "--corpus", tmp_path / "nope.jsonl", "--name", "x", "--out", tmp_path / "o"),
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "nope.jsonl" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(corpus_mirror() is None, reason="no corpus mirror (../shared/corpus)")
+def test_full_mirror_streams_in_bounded_memory(tmp_path):
+    """The whole mirror (about 10 MB of text) prepared in a child process stays below 1 GiB."""
+    files = sorted(corpus_mirror().rglob("*.txt"))
+    corpus = tmp_path / "all.txt"
+    with open(corpus, "w", encoding="utf-8") as f:
+        for p in files:
+            f.write(p.read_text(encoding="utf-8") + "\n\n")
+    code = (f"from atomlib.prepare import prepare; prepare({str(corpus)!r}, out_dir={str(tmp_path / 'ds')!r}, progress=False)")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    subprocess.run([sys.executable, "-c", code], check=True)
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert max(before, peak_kib) < 1024 * 1024
+    assert load_meta(tmp_path / "ds")["train_tokens"] > 8_000_000
