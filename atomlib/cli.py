@@ -1,0 +1,216 @@
+"""`atom <command>`: thin argument parsing over atomlib's functions.
+
+Each command is one parser and one handler that calls a single atomlib function; no logic
+lives here. User mistakes surface as AtomError and end as one line on stderr, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from atomlib.errors import AtomError
+
+
+# --- data --------------------------------------------------------------------------------
+
+
+def _add_fetch(sub):
+    p = sub.add_parser("fetch", help="download (or copy from a mirror) the public-domain corpus, sha256-checked")
+    p.add_argument("--mirror", type=Path, default=None, help="folder holding the UTF-8 files (default: $ATOM_MIRROR, else ../shared/corpus if present, else the network)")
+    p.add_argument("--no-mirror", action="store_true", help="ignore any mirror and download the pinned URLs")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default data/raw/public_domain)")
+    p.add_argument("--manifest", type=Path, default=None, help="manifest JSON (default data/sources.json)")
+    p.set_defaults(func=_run_fetch)
+
+
+def _run_fetch(args):
+    from atomlib.sources import fetch
+
+    if args.no_mirror and args.mirror is not None:
+        raise AtomError("atom fetch takes --mirror DIR or --no-mirror, not both; drop one of them.")
+    fetch(mirror=False if args.no_mirror else args.mirror, out_dir=args.out, manifest=args.manifest)
+
+
+def _add_scrape(sub):
+    p = sub.add_parser("scrape", help="collect lyrics politely from a site (darklyrics)")
+    p.add_argument("site", choices=["darklyrics"])
+    p.add_argument("--artist", action="append", default=[], metavar="SLUG", help="artist slug (repeatable)")
+    p.add_argument("--letter", action="append", default=[], metavar="L", help="index letter a..z or 19 (repeatable)")
+    p.add_argument("--base-url", default="http://www.darklyrics.com")
+    p.add_argument("--out", type=Path, default=None, help="output folder for songs.jsonl (default data/raw/darklyrics)")
+    p.add_argument("--delay", type=float, default=3.0, help="seconds between requests (default 3)")
+    p.add_argument("--cache", type=Path, default=None, help="page cache folder (default data/raw/darklyrics/cache)")
+    p.set_defaults(func=_run_scrape)
+
+
+def _run_scrape(args):
+    from atomlib.scrape import format_summary, scrape_darklyrics
+
+    if not args.artist and not args.letter:
+        raise AtomError("atom scrape darklyrics needs at least one --artist SLUG or --letter L.")
+    summary = scrape_darklyrics(artists=args.artist, letters=args.letter, base_url=args.base_url,
+                                out_dir=args.out, delay=args.delay, cache_dir=args.cache)
+    print(format_summary(summary))
+
+
+def _add_clean(sub):
+    p = sub.add_parser("clean", help="clean raw sources into one JSONL corpus, with a per-rule report")
+    p.add_argument("inputs", nargs="+", type=Path, help=".txt files or folders, .jsonl with lyrics/text fields")
+    p.add_argument("--out", type=Path, default=None, help="output JSONL (default data/interim/corpus.jsonl)")
+    p.set_defaults(func=_run_clean)
+
+
+def _run_clean(args):
+    from atomlib.clean import clean, report_path
+
+    r = clean(args.inputs, out=args.out)
+    print(f"clean: {r['documents_in']} documents in, {r['documents_out']} out ({r['dropped_empty']} empty, "
+          f"{r['dropped_duplicates_exact']} exact + {r['dropped_duplicates_near']} near duplicates dropped), "
+          f"{r['chars_in']:,} -> {r['chars_out']:,} chars in {r['seconds']}s")
+    for name, n in r["rules"].items():
+        print(f"  {name:<26} {n:>9,}")
+    print(f"corpus: {r['output']}\nreport: {report_path(r['output'])}")
+
+
+def _add_prepare(sub):
+    p = sub.add_parser("prepare", help="tokenize a corpus into train.bin / val.bin / meta.json")
+    p.add_argument("--corpus", type=Path, required=True)
+    p.add_argument("--tokenizer", choices=["char", "gpt2"], default="char")
+    p.add_argument("--name", required=True, help="dataset name (written to data/processed/NAME)")
+    p.add_argument("--out", type=Path, default=None, help="output folder instead of data/processed/NAME")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=1337)
+    p.set_defaults(func=_run_prepare)
+
+
+def _run_prepare(args):
+    from atomlib.prepare import prepare
+
+    prepare(args.corpus, tokenizer=args.tokenizer, name=args.name, out_dir=args.out,
+            val_fraction=args.val_fraction, seed=args.seed)
+
+
+# --- model -------------------------------------------------------------------------------
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a GPT from a config (single process or torchrun DDP)")
+    p.add_argument("--config", default=None, help="config name under configs/ or a YAML path (default cpu; a resumed run keeps its own)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default outputs/runs/<config>-<date-time>)")
+    p.add_argument("--resume", type=Path, default=None, help="continue the run in this folder from its last checkpoint")
+    p.add_argument("--nproc", type=int, default=1, help="processes per node (DDP via torchrun when > 1)")
+    p.add_argument("--nnodes", type=int, default=1)
+    p.add_argument("--node-rank", type=int, default=0)
+    p.add_argument("--master-addr", default="127.0.0.1")
+    p.add_argument("--master-port", type=int, default=None, help="default: a free port on one node, 29500 across nodes")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args):
+    from atomlib.train import launch
+
+    launch(config=args.config, overrides=args.set, out_dir=args.out, resume=args.resume,
+           nproc=args.nproc, nnodes=args.nnodes, node_rank=args.node_rank,
+           master_addr=args.master_addr, master_port=args.master_port)
+
+
+def _add_sample(sub):
+    p = sub.add_parser("sample", help="generate text from a trained run or a GPT-2")
+    p.add_argument("--run", type=Path, default=None, help="run folder (default: the newest under outputs/runs)")
+    p.add_argument("--init-from", default=None, help="gpt2, gpt2-medium, ... or a local save_pretrained folder")
+    p.add_argument("--prompt", default=None, help="prompt text, or FILE:path to read it from a file")
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=300)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_run_sample)
+
+
+def _run_sample(args):
+    from atomlib.sampling import sample_command
+
+    sample_command(args)
+
+
+def _add_eval(sub):
+    p = sub.add_parser("eval", help="measure a run: loss, bpc and generation quality against baselines")
+    p.add_argument("--run", type=Path, default=None, help="run folder (default: the newest under outputs/runs)")
+    p.add_argument("--prompts", type=Path, default=None, help="prompt set (JSONL with prompt and kind); default: the shipped set")
+    p.add_argument("--num-samples", type=int, default=2, help="samples per prompt")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--val-batches", type=int, default=None, help="limit the val loss to this many batches (default: the full split)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args):
+    from atomlib.evaluate import eval_command
+
+    eval_command(args)
+
+
+def _add_chat(sub):
+    p = sub.add_parser("chat", help="chat with a trained run in the terminal")
+    p.add_argument("--run", type=Path, default=None, help="run folder (default: the newest under outputs/runs)")
+    p.add_argument("--mode", choices=["chat", "completion"], default="chat")
+    p.add_argument("--enhance", action="store_true", help="rewrite answers through an OpenAI-compatible server (LM Studio)")
+    p.add_argument("--lmstudio-url", default=None, help="base URL (default $ATOM_LMSTUDIO_URL, else http://localhost:1234/v1)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_run_chat)
+
+
+def _run_chat(args):
+    from atomlib.chat import chat_command
+
+    chat_command(args)
+
+
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="benchmark training and generation against Hugging Face GPT-2 in the same run")
+    p.add_argument("--config", default="test", help="config whose model shape to benchmark")
+    p.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
+    p.add_argument("--rounds", type=int, default=None, help="alternating rounds per comparison")
+    p.add_argument("--tiny", action="store_true", help="a tiny shape for a quick correctness check")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args):
+    from atomlib.bench import bench_command
+
+    bench_command(args)
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atom", description="ATOM-GPT: small GPTs for metal lyrics and dark verse.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_fetch, _add_scrape, _add_clean, _add_prepare, _add_train,
+                _add_sample, _add_eval, _add_chat, _add_bench):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except AtomError as e:
+        print(f"atom {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"atom {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
