@@ -57,7 +57,7 @@ def _run_scrape(args):
 
 def _add_clean(sub):
     p = sub.add_parser("clean", help="clean raw sources into one JSONL corpus, with a per-rule report")
-    p.add_argument("inputs", nargs="+", type=Path, help=".txt files or folders, .jsonl with lyrics/text fields")
+    p.add_argument("inputs", nargs="+", type=Path, help=".txt files, folders (their .txt files, recursively), .jsonl with a lyrics or text field")
     p.add_argument("--out", type=Path, default=None, help="output JSONL (default data/interim/corpus.jsonl)")
     p.set_defaults(func=_run_clean)
 
