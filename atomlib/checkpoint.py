@@ -48,11 +48,14 @@ def save_checkpoint(folder, model, state: dict, optimizer=None) -> None:
                                                   lambda p: save_file(tensors, p, metadata={"step": step}))
     tmp["state.json"] = _write_tmp(folder / "state.json",
                                    lambda p: Path(p).write_text(json.dumps(state, indent=1), encoding="utf-8"))
-    # Keep the current checkpoint reachable under .prev/ until the new one is fully in place.
+    # Keep the current checkpoint reachable under .prev/ until the new one is fully in place. If
+    # an earlier save died between renames the top level is mixed: then .prev/ already holds the
+    # last consistent checkpoint and must not be overwritten with the mixture.
     prev = folder / ".prev"
     prev.mkdir(exist_ok=True)
+    consistent = _top_level_consistent(folder)
     for name in FILES:
-        if (folder / name).exists():
+        if consistent and (folder / name).exists():
             link_tmp = prev / (name + ".tmp")
             link_tmp.unlink(missing_ok=True)
             os.link(folder / name, link_tmp)
@@ -61,6 +64,22 @@ def save_checkpoint(folder, model, state: dict, optimizer=None) -> None:
         if name in tmp:
             os.replace(tmp[name], folder / name)
     _fsync_dir(folder)
+
+
+def _top_level_consistent(folder: Path) -> bool:
+    """True when folder's state.json and tensor files all carry the same step (headers only)."""
+    try:
+        step = str(json.loads((folder / "state.json").read_text(encoding="utf-8"))["step"])
+        from safetensors import safe_open
+
+        for name in ("model.safetensors", "optimizer.safetensors"):
+            if (folder / name).exists():
+                with safe_open(str(folder / name), framework="pt") as f:
+                    if (f.metadata() or {}).get("step") != step:
+                        return False
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError):
+        return False
+    return True
 
 
 def _write_tmp(final: Path, write) -> Path:
