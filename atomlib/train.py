@@ -37,13 +37,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-# On CPUs shared with other work, OpenMP threads that spin while waiting for each other slow a
-# 2-thread training step down several-fold (measured: 2-4k instead of 17k tokens/s on 2 busy cores).
-# Sleeping instead costs little. Only effective when set before torch starts its thread pool.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 from atomlib import checkpoint as ckpt
 from atomlib.config import (GPT2_NAMES, ConfigError, TrainConfig, load_config, make_config, parse_overrides,
