@@ -146,6 +146,10 @@ def _add_eval(sub):
     p.add_argument("--num-samples", type=int, default=2, help="samples per prompt")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--val-batches", type=int, default=None, help="limit the val loss to this many batches (default: the full split)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="cap every sample's length (default: each prompt kind's preset)")
+    p.add_argument("--prompts-per-kind", type=int, default=None, help="a quick look: only the first N prompts of each kind")
+    p.add_argument("--relevance", choices=["auto", "minilm", "tfidf"], default="auto",
+                   help="prompt-relevance embedding: MiniLM when installed (auto), or char n-gram TF-IDF")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_run_eval)
 
@@ -157,11 +161,11 @@ def _run_eval(args):
 
 
 def _add_chat(sub):
-    p = sub.add_parser("chat", help="chat with a trained run in the terminal")
+    p = sub.add_parser("chat", help="chat with a trained run in the terminal (one prompt per line when piped)")
     p.add_argument("--run", type=Path, default=None, help="run folder (default: the newest under outputs/runs)")
     p.add_argument("--mode", choices=["chat", "completion"], default="chat")
     p.add_argument("--enhance", action="store_true", help="rewrite answers through an OpenAI-compatible server (LM Studio)")
-    p.add_argument("--lmstudio-url", default=None, help="base URL (default $ATOM_LMSTUDIO_URL, else http://localhost:1234/v1)")
+    p.add_argument("--lmstudio-url", default=None, help="base URL (default $ATOM_LMSTUDIO_URL, else http://localhost:1234/v1, then :8080/v1)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_run_chat)
 
@@ -178,6 +182,8 @@ def _add_bench(sub):
     p.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
     p.add_argument("--rounds", type=int, default=None, help="alternating rounds per comparison")
     p.add_argument("--tiny", action="store_true", help="a tiny shape for a quick correctness check")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--compile", action="store_true", help="also time ATOM under torch.compile (adds its compile time)")
     p.set_defaults(func=_run_bench)
 
 
