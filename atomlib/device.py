@@ -38,47 +38,101 @@ def pick_device(pref: str = "auto") -> torch.device:
     return dev
 
 
+def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """The feature flags in /proc/cpuinfo text: x86's "flags" line or ARM's "Features" line."""
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")) and ":" in line:
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
     """The CPU feature flags the kernel reports (Linux /proc/cpuinfo; empty elsewhere)."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.split(":", 1)[1].split())
+            return parse_cpu_flags(f.read())
     except OSError:
-        pass
-    return frozenset()
+        return frozenset()
+
+
+# Flags of CPUs with bf16 matrix instructions: Intel AMX tiles, AVX512-BF16 (Cooper Lake, Sapphire
+# Rapids, AMD Zen 4+), ARMv8.6 BF16 (Graviton 3, Neoverse V1+). Without them bf16 is emulated.
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+ARM_BF16_FLAGS = frozenset({"bf16"})
+BF16_MIN_SPEEDUP = 1.5  # a bf16 matmul must beat float32 by this much for bf16 to be the fast path
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The bf16 matrix-instruction flags this CPU reports (empty: bf16 would be emulated)."""
+    flags = cpu_flags()
+    found = flags & BF16_FLAGS
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        found |= flags & ARM_BF16_FLAGS
+    return sorted(found)
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_bf16_speedup() -> float:
-    """Measured speed of a bf16 matrix product relative to float32 on this CPU (a ~0.2 s probe)."""
-    n = 512
+def cpu_bf16_speedup(n: int = 512, budget_s: float = 0.3) -> float:
+    """Measured speed of a bf16 matrix product relative to float32 on this CPU.
+
+    One thread, timings alternating between the two dtypes, the best of each counting: a burst
+    of load from other processes on a shared machine then cannot favour one side (the ratio
+    per core is the ratio of the whole CPU). Stops once the time budget is spent; an emulated
+    bf16 product is slow enough to show in one try.
+    """
     a32, b32 = torch.randn(n, n), torch.randn(n, n)
     a16, b16 = a32.bfloat16(), b32.bfloat16()
 
-    def rate(a, b):
-        a @ b  # warm up (kernel selection, caches)
-        best = float("inf")
-        for _ in range(3):
-            t0 = time.perf_counter()
-            for _ in range(4):
-                a @ b
-            best = min(best, time.perf_counter() - t0)
-        return 1.0 / best
+    def seconds(a, b):
+        t0 = time.perf_counter()
+        a @ b
+        return time.perf_counter() - t0
 
-    return rate(a16, b16) / rate(a32, b32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seconds(a32, b32), seconds(a16, b16)  # warm up: kernel selection, caches
+        best32, best16 = float("inf"), float("inf")
+        deadline = time.perf_counter() + budget_s
+        for _ in range(9):
+            best32 = min(best32, seconds(a32, b32))
+            best16 = min(best16, seconds(a16, b16))
+            if time.perf_counter() > deadline:
+                break
+    finally:
+        torch.set_num_threads(threads)
+    return best32 / best16
 
 
 def cpu_has_bf16_units() -> bool:
-    """True when bf16 matrix products run on real hardware units (AMX, AVX512-BF16) and the probe
-    confirms they beat float32 by a clear margin; False where bf16 is emulated."""
+    """True when this CPU has bf16 matrix instructions (AMX, AVX512-BF16, ARM BF16) AND a short
+    probe confirms that a bf16 product beats float32 by BF16_MIN_SPEEDUP; False where bf16 would
+    be emulated (AVX2-only CPUs: a bf16 training step there is ~40x slower than float32).
+    The flags gate the probe, so emulating machines never even time it. Cached per process."""
     if os.environ.get("ATOM_CPU_BF16") in ("0", "1"):  # escape hatch for experiments
         return os.environ["ATOM_CPU_BF16"] == "1"
-    flags = cpu_flags()
-    hw = bool(flags & {"amx_bf16", "avx512_bf16"}) or platform.machine() in ("arm64", "aarch64") and "bf16" in flags
-    return hw and cpu_bf16_speedup() >= 1.5
+    return bool(cpu_bf16_flags()) and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
+
+
+def cpu_report() -> dict:
+    """What the precision choice on this CPU rests on, for logs and benchmark files."""
+    flags = cpu_bf16_flags()
+    return {"model": cpu_model_name(), "bf16_flags": flags,
+            "bf16_matmul_speedup": round(cpu_bf16_speedup(), 2) if flags else None,
+            "bf16_units": cpu_has_bf16_units()}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "Model")) and ":" in line:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def pick_dtype(device: torch.device, pref: str = "auto") -> torch.dtype:

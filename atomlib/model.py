@@ -74,6 +74,10 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, n_head, T, head_dim)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        dropout = self.dropout if self.training else 0.0
+        if cache is None and matmul_attention_is_faster(q):
+            y = causal_attention_matmul(q, k, v, dropout)
+            return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
         mask, causal = None, True
         if cache is not None:
             past = cache.pos
@@ -84,17 +88,68 @@ class CausalSelfAttention(nn.Module):
                 # a chunk after earlier tokens: query i sees keys up to past + i
                 causal = False
                 mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+
+def matmul_attention_is_faster(q: torch.Tensor) -> bool:
+    """On CPU in bf16, PyTorch's fused SDPA (flash) kernel is 2-4x slower than three plain batched
+    matrix products up to 512 tokens (measured, forward + backward, on AVX512-BF16); in float32,
+    on GPUs and for longer contexts SDPA is as fast or faster, so it stays the default."""
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.size(-2) <= 512
+
+
+def causal_attention_matmul(q, k, v, dropout_p: float = 0.0):
+    """softmax(q k^T / sqrt(d) + causal mask) v with bmm: the same function SDPA computes."""
+    B, H, T, D = q.shape
+    q, k, v = (t.reshape(B * H, T, D) for t in (q, k, v))
+    mask = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+    att = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=D ** -0.5).softmax(dim=-1)
+    if dropout_p > 0:
+        att = F.dropout(att, dropout_p)
+    return torch.bmm(att, v).view(B, H, T, D)
+
+
+class SigmoidTanhGELU(torch.autograd.Function):
+    """GPT-2's tanh GELU written as x * sigmoid(2 z), z = sqrt(2/pi) (x + 0.044715 x^3): the same
+    function (0.5 (1 + tanh z) = sigmoid(2 z)), with its derivative by hand. PyTorch's CPU kernel
+    evaluates tanh to full precision and is ~4x slower than erf-GELU; in bf16 this form makes a
+    training step ~5% faster (measured). The sigmoid is kept for the backward pass."""
+
+    K = 2 * math.sqrt(2 / math.pi)
+    C = 0.044715
+
+    @staticmethod
+    def forward(ctx, x):
+        K, C = SigmoidTanhGELU.K, SigmoidTanhGELU.C
+        s = torch.addcmul(x, x * x, x, value=C).mul_(K).sigmoid_()  # sigmoid(2z)
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, grad):
+        K, C = SigmoidTanhGELU.K, SigmoidTanhGELU.C
+        x, s = ctx.saved_tensors
+        dz = (x * x).mul_(3 * C * K).add_(K)  # d(2z)/dx
+        # d/dx [x s] = s + x s (1 - s) d(2z)/dx
+        return torch.addcmul(s, s, s, value=-1).mul_(dz).mul_(x).add_(s).mul_(grad)
+
+
+class TanhGELU(nn.Module):
+    """GPT-2's activation ("gelu_new"), so imported weights stay exact."""
+
+    def forward(self, x):
+        if x.dtype == torch.bfloat16 and x.device.type == "cpu":
+            return SigmoidTanhGELU.apply(x)
+        return F.gelu(x, approximate="tanh")
 
 
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"; keeps imported weights exact
+        self.gelu = TanhGELU()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

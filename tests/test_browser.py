@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("ATOM_CHROMIUM", "/usr/bin/chromium"))  # Debian's by default
 SHOT = ROOT / "outputs" / "browser" / "06_chat.png"
 PROMPT = "fire and steel"
 
@@ -51,7 +51,7 @@ def _wait_http(url: str, timeout: float) -> bool:
 def lab(tiny_run, tmp_path):
     """A JupyterLab server over a temporary project holding 06_chat and the tiny run."""
     if not CHROMIUM.exists():
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+        pytest.skip(f"needs chromium at {CHROMIUM} (apt-get install chromium, or set ATOM_CHROMIUM)")
     pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package (pip install playwright)")
     project = tmp_path / "project"
     (project / "notebooks").mkdir(parents=True)

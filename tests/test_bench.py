@@ -1,0 +1,106 @@
+"""`atom bench` at a tiny size: it runs, the JSON holds every figure, the two models share
+their weights. Correctness only: no timing is asserted (the machine is shared)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import torch
+
+from conftest import atom_cmd
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = subprocess.run(atom_cmd("bench", "--tiny", "--rounds", "1", "--json", out),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_json_holds_the_machine_and_every_figure(tiny_bench):
+    r, _ = tiny_bench
+    for key in ("device", "dtype", "dtype_auto", "torch", "transformers", "cpu_bf16_units", "threads",
+                "peak_flops", "shape", "same_weights", "train", "generate", "ratios", "targets", "notes"):
+        assert key in r, key
+    assert r["tiny"] is True and r["torch"] == torch.__version__
+    assert r["dtype_auto"] in ("float32", "bfloat16", "float16")
+    if r["device"] == "cpu":
+        assert isinstance(r["cpu_bf16_units"], bool)
+        assert isinstance(r["cpu"]["flags"], list) and "bf16_flags" in r["cpu"]
+        assert r["dtype_auto"] == ("bfloat16" if r["cpu_bf16_units"] else "float32")
+    assert r["peak_flops"]["float32"] > 0 and r["peak_flops"]["bfloat16"] > 0
+
+
+def test_training_rows(tiny_bench):
+    r, _ = tiny_bench
+    train = r["train"]
+    assert {"atom_fp32", "hf_fp32", "atom_bf16", "hf_bf16", "atom_auto"} <= set(train)
+    for key, row in train.items():
+        assert row["tokens_per_s"] > 0 and row["best_tokens_per_s"] >= row["tokens_per_s"], key
+        assert row["mfu"] is None or row["mfu"] > 0
+        assert row["dtype"] in ("float32", "bfloat16", "float16")
+    assert train["atom_auto"]["dtype"] == r["dtype_auto"]
+    assert train["atom_auto"]["same_as"] in train
+
+
+def test_generation_rows(tiny_bench):
+    r, _ = tiny_bench
+    gen, G = r["generate"], r["shape"]["gen_batch"]
+    for key in ("atom_generate_1", "hf_generate_1", "atom_nocache_1", f"atom_generate_{G}", f"hf_generate_{G}"):
+        assert gen[key]["tokens_per_s"] > 0, key
+    assert gen[f"atom_generate_{G}"]["tokens_per_unit"] == G * r["shape"]["new_tokens"]
+    assert gen["atom_nocache_1"]["kv_cache"] is False and gen["atom_generate_1"]["kv_cache"] is True
+
+
+def test_ratios_are_positive_and_divide_the_right_rows(tiny_bench):
+    r, _ = tiny_bench
+    ratios, train, gen = r["ratios"], r["train"], r["generate"]
+    for key in ("train_vs_hf_fp32", "train_vs_hf_bf16", "generate_vs_hf", "generate_vs_nocache"):
+        assert ratios[key] > 0, key
+    assert ratios["train_vs_hf_fp32"] == pytest.approx(train["atom_auto"]["tokens_per_s"] / train["hf_fp32"]["tokens_per_s"])
+    assert ratios["train_vs_hf_bf16"] == pytest.approx(train["atom_bf16"]["tokens_per_s"] / train["hf_bf16"]["tokens_per_s"])
+    assert ratios["generate_vs_nocache"] == pytest.approx(gen["atom_generate_1"]["tokens_per_s"] / gen["atom_nocache_1"]["tokens_per_s"])
+    assert ratios["generate_vs_hf"] <= ratios["generate_1_vs_hf"]
+    for key, t in r["targets"].items():
+        assert t["met"] == (t["value"] >= t["target"])
+
+
+def test_same_weights_give_the_same_logits(tiny_bench):
+    r, _ = tiny_bench
+    assert r["same_weights"]["ok"] and r["same_weights"]["max_abs_logit_diff"] < 1e-4
+
+
+def test_table_on_stdout(tiny_bench):
+    _, out = tiny_bench
+    for text in ("training", "generation", "ATOM float32", "HF GPT-2 float32 eager", "train_vs_hf_fp32",
+                 "generate_vs_nocache"):
+        assert text in out
+
+
+def test_same_weights_check_catches_different_weights():
+    from atomlib.bench import BenchShape, build_models, same_weights_check
+
+    shape = BenchShape(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=40, new_tokens=8, prompt_tokens=4)
+    atom, hf = build_models(shape)
+    assert same_weights_check(atom, hf, shape, torch.device("cpu"))["ok"]
+    with torch.no_grad():
+        atom.transformer.ln_f.weight.mul_(1.5)
+    assert not same_weights_check(atom, hf, shape, torch.device("cpu"))["ok"]
+    assert shape.positions == 32  # block covers prompt + new tokens here
+
+
+def test_vocabulary_falls_back_to_96_and_says_so():
+    from atomlib.bench import DEFAULT_VOCAB, _vocabulary
+
+    chars, note = _vocabulary("no-such-dataset-here")
+    assert len(chars) == DEFAULT_VOCAB and "\n" in chars and "96" in note
+
+
+def test_bad_rounds_is_one_clear_error():
+    proc = subprocess.run(atom_cmd("bench", "--tiny", "--rounds", "0"), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "atom bench: error: --rounds 0 must be at least 1."

@@ -1,0 +1,297 @@
+"""The GPT: KV-cache equivalence, GPT-2 import parity, and the nanoGPT interface it keeps."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+from atomlib.errors import AtomError
+from atomlib.model import GPT, GPTConfig
+
+
+def small_model(seed=0, **kw) -> GPT:
+    torch.manual_seed(seed)
+    cfg = dict(block_size=64, vocab_size=50, n_layer=2, n_head=4, n_embd=32, dropout=0.0, bias=True)
+    cfg.update(kw)
+    return GPT(GPTConfig(**cfg)).eval()
+
+
+def one_sentence(msg: str) -> bool:
+    return "\n" not in msg and msg.endswith(".") and re.search(r"[.!?]\s+[A-Z]", msg) is None
+
+
+# --- KV cache ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_kv_cache_one_token_a_step_equals_full_forward(bias):
+    model = small_model(bias=bias)
+    idx = torch.randint(0, 50, (3, 40))
+    with torch.no_grad():
+        full, _ = model(idx, all_logits=True)
+        cache = model.new_cache(batch_size=3)
+        first, _ = model(idx[:, :8], cache=cache, all_logits=True)  # prefill
+        steps = [first]
+        for t in range(8, 40):
+            logits, _ = model(idx[:, t:t + 1], cache=cache)
+            steps.append(logits)
+    assert cache.pos == 40
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_kv_cache_chunked_prefill_after_a_prefix_equals_full_forward():
+    model = small_model(seed=1)
+    idx = torch.randint(0, 50, (2, 30))
+    with torch.no_grad():
+        full, _ = model(idx, all_logits=True)
+        cache = model.new_cache(batch_size=2, max_len=30)
+        parts = [model(idx[:, a:b], cache=cache, all_logits=True)[0] for a, b in ((0, 7), (7, 13), (13, 14), (14, 30))]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-4)
+    # without all_logits only the chunk's last position comes back
+    cache.reset()
+    with torch.no_grad():
+        last, _ = model(idx[:, :12], cache=cache)
+    assert last.shape == (2, 1, 50)
+    torch.testing.assert_close(last[:, 0], full[:, 11], atol=1e-5, rtol=1e-4)
+
+
+def test_forward_past_the_block_size_is_refused():
+    model = small_model(block_size=16)
+    with pytest.raises(ValueError, match="block size"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    cache = model.new_cache(1)
+    model(torch.zeros(1, 10, dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match="block size"):
+        model(torch.zeros(1, 7, dtype=torch.long), cache=cache)
+
+
+# --- GPT-2 import --------------------------------------------------------------------------
+
+
+def tiny_hf_gpt2(folder, seed=0):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    hc = GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=128, vocab_size=300,
+                    bos_token_id=0, eos_token_id=0)  # GPT-2's 50256 would lie outside this vocabulary
+    hf = GPT2LMHeadModel(hc).eval()
+    hf.save_pretrained(folder)
+    return hf
+
+
+def test_from_pretrained_folder_matches_transformers_logits(tmp_path):
+    hf = tiny_hf_gpt2(tmp_path)
+    model = GPT.from_pretrained(tmp_path).eval()
+    assert (model.config.n_layer, model.config.n_head, model.config.n_embd) == (2, 4, 64)
+    assert (model.config.block_size, model.config.vocab_size, model.config.bias) == (128, 300, True)
+    idx = torch.randint(0, 300, (2, 50))
+    with torch.no_grad():
+        ours, _ = model(idx, all_logits=True)
+        theirs = hf(idx).logits
+        # the loss agrees too: HF shifts the labels itself, nanoGPT takes them pre-shifted
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        hf_loss = hf(idx, labels=idx).loss
+    assert (ours - theirs).abs().max().item() < 1e-4
+    assert abs(loss.item() - hf_loss.item()) < 1e-4
+    # and so does a cached generation step
+    with torch.no_grad():
+        cache = model.new_cache(2)
+        model(idx[:, :49], cache=cache)
+        step, _ = model(idx[:, 49:], cache=cache)
+    assert (step[:, 0] - theirs[:, 49]).abs().max().item() < 1e-4
+
+
+def test_from_pretrained_overrides_dropout_only(tmp_path):
+    tiny_hf_gpt2(tmp_path)
+    assert GPT.from_pretrained(tmp_path, {"dropout": 0.2}).config.dropout == 0.2
+    with pytest.raises(AssertionError):
+        GPT.from_pretrained(tmp_path, {"n_layer": 3})
+
+
+def test_from_pretrained_gpt2_offline_is_one_clear_sentence(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hub
+
+    # No network, and an empty cache: whatever this machine may have downloaded is out of reach.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(AtomError) as e:
+        GPT.from_pretrained("gpt2")
+    msg = str(e.value)
+    assert "gpt2" in msg and "save_pretrained" in msg
+    assert one_sentence(msg), msg
+
+
+def test_from_pretrained_of_a_folder_without_gpt2_weights_fails_clearly(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(AtomError) as e:
+        GPT.from_pretrained(tmp_path)
+    assert str(tmp_path) in str(e.value) and one_sentence(str(e.value))
+
+
+# --- nanoGPT interface ---------------------------------------------------------------------
+
+
+def test_forward_returns_logits_and_loss_like_nanogpt():
+    V = 300
+    model = small_model(vocab_size=V, n_embd=64)
+    idx, targets = torch.randint(0, V, (4, 32)), torch.randint(0, V, (4, 32))
+    logits, loss = model(idx, targets)
+    assert logits.shape == (4, 32, V) and loss.dim() == 0
+    # a fresh model predicts nearly uniformly: the loss starts at about ln(V)
+    assert abs(loss.item() - math.log(V)) < 0.05
+    logits, loss = model(idx)
+    assert logits.shape == (4, 1, V) and loss is None
+    assert model(idx, all_logits=True)[0].shape == (4, 32, V)
+    # targets of -1 are ignored, as in nanoGPT
+    masked = targets.clone()
+    masked[:, 16:] = -1
+    _, loss_half = model(idx, masked)
+    _, loss_first = model(idx[:, :16], targets[:, :16])
+    assert abs(loss_half.item() - loss_first.item()) < 1e-5
+
+
+def test_loss_backpropagates_into_every_parameter():
+    model = small_model().train()
+    _, loss = model(torch.randint(0, 50, (2, 16)), torch.randint(0, 50, (2, 16)))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_weight_tying():
+    model = small_model()
+    assert model.lm_head.weight is model.transformer.wte.weight
+    # counted once
+    assert len(list(model.parameters())) == len({id(p) for p in model.parameters()})
+
+
+def test_get_num_params_counts_once_and_leaves_positions_out():
+    model = small_model()
+    c = model.config
+    per_layer = (2 * 2 * c.n_embd  # two LayerNorms
+                 + c.n_embd * 3 * c.n_embd + 3 * c.n_embd + c.n_embd * c.n_embd + c.n_embd  # attention
+                 + c.n_embd * 4 * c.n_embd + 4 * c.n_embd + 4 * c.n_embd * c.n_embd + c.n_embd)  # MLP
+    total = c.vocab_size * c.n_embd + c.block_size * c.n_embd + c.n_layer * per_layer + 2 * c.n_embd
+    assert model.get_num_params(non_embedding=False) == total
+    assert model.get_num_params() == total - c.block_size * c.n_embd
+
+
+def test_flops_per_token_and_mfu_follow_the_palm_formula():
+    model = small_model()
+    c, N = model.config, model.get_num_params()
+    assert model.flops_per_token() == 6 * N + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.block_size
+    assert model.flops_per_token(16) == 6 * N + 12 * c.n_layer * c.n_embd * 16
+    assert model.estimate_mfu(1000.0, 1e12) == pytest.approx(model.flops_per_token() * 1000.0 / 1e12)
+    assert model.estimate_mfu(1000.0, 1e12, seq_len=16) == pytest.approx(model.flops_per_token(16) * 1e3 / 1e12)
+
+
+def test_configure_optimizers_decays_matrices_only():
+    model = small_model()
+    opt = model.configure_optimizers(weight_decay=0.1, learning_rate=3e-4, betas=(0.9, 0.95), device_type="cpu")
+    assert isinstance(opt, torch.optim.AdamW)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    grouped = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+    assert opt.defaults["lr"] == 3e-4 and opt.defaults["betas"] == (0.9, 0.95)
+    # and it trains: a few steps on one batch lower the loss
+    idx, tgt = torch.randint(0, 50, (2, 16)), torch.randint(0, 50, (2, 16))
+    model.train()
+    losses = []
+    for _ in range(5):
+        _, loss = model(idx, tgt)
+        losses.append(loss.item())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    assert losses[-1] < losses[0]
+
+
+def test_generate_shape_top_k_and_sliding_window():
+    model = small_model(block_size=16)
+    idx = torch.randint(0, 50, (2, 5))
+    out = model.generate(idx, max_new_tokens=7, temperature=0.8, top_k=5)
+    assert out.shape == (2, 12) and torch.equal(out[:, :5], idx)
+    # past the block the window slides instead of failing
+    long = model.generate(idx, max_new_tokens=40)
+    assert long.shape == (2, 45) and int(long.min()) >= 0 and int(long.max()) < 50
+
+
+def test_generate_with_top_k_1_is_greedy():
+    model = small_model()
+    idx = torch.randint(0, 50, (1, 4))
+    out = model.generate(idx, max_new_tokens=6, top_k=1)
+    ref = idx
+    with torch.no_grad():
+        for _ in range(6):
+            logits, _ = model(ref)
+            ref = torch.cat([ref, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, ref)
+
+
+def test_crop_block_size():
+    model = small_model(block_size=64)
+    idx = torch.randint(0, 50, (2, 20))
+    with torch.no_grad():
+        before, _ = model(idx, all_logits=True)
+    model.crop_block_size(32)
+    assert model.config.block_size == 32 and model.transformer.wpe.weight.shape == (32, 32)
+    with torch.no_grad():
+        after, _ = model(idx, all_logits=True)
+    torch.testing.assert_close(after, before)
+    with pytest.raises(ValueError):
+        model(torch.zeros(1, 33, dtype=torch.long))
+    assert model.new_cache(1).max_len == 32
+
+
+# --- the CPU fast paths keep the math ------------------------------------------------------
+
+
+def test_matmul_attention_equals_sdpa_with_gradients():
+    from torch.nn import functional as F
+
+    from atomlib.model import causal_attention_matmul, matmul_attention_is_faster
+
+    q, k, v = (torch.randn(2, 3, 17, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    ours = causal_attention_matmul(q, k, v)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(ours, ref)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(ours, (q, k, v), g)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), g)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
+    assert matmul_attention_is_faster(torch.empty(1, 1, 256, 8, dtype=torch.bfloat16))
+    assert not matmul_attention_is_faster(torch.empty(1, 1, 256, 8))  # float32: SDPA
+    assert not matmul_attention_is_faster(torch.empty(1, 1, 1024, 8, dtype=torch.bfloat16))
+
+
+def test_sigmoid_form_of_tanh_gelu_is_the_same_function():
+    from torch.nn import functional as F
+
+    from atomlib.model import SigmoidTanhGELU, TanhGELU
+
+    x = (torch.randn(200, dtype=torch.float64) * 4).requires_grad_()
+    assert torch.autograd.gradcheck(SigmoidTanhGELU.apply, (x,))
+    torch.testing.assert_close(SigmoidTanhGELU.apply(x), F.gelu(x, approximate="tanh"))
+    xb = torch.randn(4096).bfloat16()
+    torch.testing.assert_close(TanhGELU()(xb).float(), F.gelu(xb.float(), approximate="tanh"), atol=0.02, rtol=0.02)
+
+
+def test_bf16_autocast_training_matches_float32():
+    """The CPU bf16 path (matmul attention, sigmoid GELU) trains the same model: same loss at
+    the start, and gradients pointing the same way."""
+    model = small_model(seed=3, n_embd=64, block_size=64).train()
+    idx, tgt = torch.randint(0, 50, (4, 64)), torch.randint(0, 50, (4, 64))
+    _, loss32 = model(idx, tgt)
+    g32 = torch.autograd.grad(loss32, list(model.parameters()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, loss16 = model(idx, tgt)
+    g16 = torch.autograd.grad(loss16, list(model.parameters()))
+    assert abs(loss16.item() - loss32.item()) < 0.02
+    flat32, flat16 = torch.cat([g.flatten() for g in g32]), torch.cat([g.float().flatten() for g in g16])
+    assert torch.nn.functional.cosine_similarity(flat32, flat16, dim=0) > 0.99
