@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -321,15 +323,35 @@ class GPT(nn.Module):
 
 
 def load_hf_gpt2(name_or_folder):
-    """A transformers GPT2LMHeadModel from a local folder or a hub name, or one clear error."""
+    """A transformers GPT2LMHeadModel from a local folder, the local hub cache, or the hub, or
+    one clear error. Offline it fails in seconds instead of retrying the download for half a minute."""
     from transformers import GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()  # its retry warnings would bury our one-line error
     folder = Path(str(name_or_folder)).expanduser()
     try:
         if folder.is_dir():
             return GPT2LMHeadModel.from_pretrained(folder, local_files_only=True)
+        try:
+            return GPT2LMHeadModel.from_pretrained(str(name_or_folder), local_files_only=True)  # cached
+        except OSError:
+            pass
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+            raise OSError("the Hugging Face hub is unreachable")
         return GPT2LMHeadModel.from_pretrained(str(name_or_folder))
     except Exception as e:  # network errors, missing files, bad folders all end the same way
-        raise AtomError(f"could not load GPT-2 weights '{name_or_folder}' ({type(e).__name__}); with no network, "
-                        "save them elsewhere with GPT2LMHeadModel.from_pretrained(name).save_pretrained(DIR) "
-                        "and set init_from=DIR.") from None
+        raise AtomError(f"could not load GPT-2 weights '{name_or_folder}' ({e.__class__.__name__}: no local folder "
+                        "of that name and no copy from the hub); where there is a network, save them with "
+                        "GPT2LMHeadModel.from_pretrained(name).save_pretrained(DIR) and use DIR instead.") from None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    from urllib.parse import urlsplit
+
+    host = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
