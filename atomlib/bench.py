@@ -308,7 +308,7 @@ def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int) -> 
                    warm=atom_gen(1, w), settings=cached),
         Contestant("hf_generate_1", "HF GPT-2 generate, 1 sequence", hf_gen(1), N, rounds,
                    warm=hf_gen(1, w), settings=cached),
-        # the slowest row by far, and far from its target: two rounds are plenty
+        # the slowest row by far, and its ratio is far from the target's edge: two rounds are plenty
         Contestant("atom_nocache_1", "ATOM without KV cache, 1 sequence", atom_gen(1, cached=False), N,
                    min(rounds, 2), warm=atom_gen(1, w, cached=False),
                    settings={"kv_cache": False, "window": "crop (nanoGPT)"}),
@@ -345,7 +345,8 @@ def run_bench(config: str = "test", tiny: bool = False, rounds: int | None = Non
     _say(f"bench: building the models ({shape.n_layer} layers, {shape.n_head} heads, {shape.n_embd} embd, "
          f"vocab {shape.vocab_size}) on {dev.type}")
     atom, hf = build_models(shape)
-    atom.to(dev), hf.to(dev)
+    atom.to(dev)
+    hf.to(dev)
     check = same_weights_check(atom, hf, shape, dev)
     if not check["ok"]:
         raise RuntimeError(f"ATOM and HF disagree on the same weights (max |logit diff| {check['max_abs_logit_diff']:.2e})")
@@ -353,9 +354,11 @@ def run_bench(config: str = "test", tiny: bool = False, rounds: int | None = Non
     peaks = measured_peaks(dev, emulated)
     train = train_contestants(atom, hf, shape, dev, auto_dtype, emulated, train_rounds, steps, compile_row)
     train_s = time_rounds(train, dev, budgets[0], "training")
-    peaks = {k: max(v, measured_peaks(dev, emulated)[k]) for k, v in peaks.items()}  # best of two measurements
+    peaks = {k: max(v, measured_peaks(dev, emulated)[k]) for k, v in peaks.items()}
     gen = generation_contestants(atom, hf, shape, dev, gen_rounds)
     gen_s = time_rounds(gen, dev, budgets[1], "generation")
+    # the best of three measurements: a busy moment must not pass for the machine's peak
+    peaks = {k: max(v, measured_peaks(dev, emulated)[k]) for k, v in peaks.items()}
 
     fpt = atom.flops_per_token(shape.block_size)
     train_rows = {}
