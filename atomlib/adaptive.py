@@ -17,9 +17,13 @@ Precedence, when a prompt fits several kinds (decided once, here):
     question ("Can you write a song?"), a command verb whose object is a verse form ("Tell me
     a song about war", "Give me lyrics"), or a form phrase ("Describe the sea in verse").
     An information question about a verse form is still a question ("Who wrote this song?",
-    "What is a sonnet?", "Do you write poems?").
+    "What is a sonnet?", "Do you write poems?"), and an existing one asks for no composition
+    ("Read this poem", "Give me the lyrics of Paranoid" are commands). A verse form first is a
+    request ("ballad of the black ship"); a definite image is a theme ("the song of the wind").
  2. command: the prompt starts (after politeness: please, could you, I want you to ...)
-    with a command verb, even when it ends with "?" ("Could you explain the myth?").
+    with a task verb (describe, explain, list ...) or phrase (go on, walk me through ...),
+    even when it ends with "?" ("Could you explain the myth?"). Action verbs are no commands
+    ("Burn the witch" is a theme), nor are task verbs used as nouns ("Name of the rose").
  3. question: a question word or an auxiliary verb with a subject at the start, or a final
     "?" ("Fire?" is a question: the user asks something about fire).
  4. thematic: everything else, including exclamations ("what a night", "how dark the sky").
@@ -69,8 +73,8 @@ outline recount narrate discuss elaborate expand illustrate depict portray paint
 finish complete translate rephrase paraphrase analyse analyze interpret explore share suggest recommend teach
 recite mention clarify identify enumerate talk speak present introduce reveal remind guess rank rate review
 evaluate critique assess examine contrast characterise characterize decode decipher elucidate predict estimate
-calculate proofread edit check help provide explain detail recap summarise sum count spell convert
-choose pick find read repeat""".split())
+calculate proofread edit check help provide detail recap sum count spell convert choose pick find read
+repeat""".split())
 # ... of which these are nouns as often as verbs: a command only when no "of", "and", "is" ... follows
 # ("Name three bands" commands; "Name of the rose", "Picture of a dying world" are themes)
 NOUN_LIKE_COMMANDS = set("""list name picture paint review rate check spell count detail guess recap sum help
@@ -85,7 +89,7 @@ REPORT_NOUNS = set("""summary summaries description descriptions explanation exp
 analyses review reviews report reports overview overviews definition definitions essay essays article articles
 paragraph paragraphs sentence sentences email emails bio biography biographies history guide guides tutorial
 tutorials comparison comparisons critique critiques paper papers note notes outline outlines recap timeline
-answer answers explanation reply response code program script index table name names title titles""".split())
+answer answers reply response code program script index table name names title titles""".split())
 
 WH_WORDS = set("""what why how who whom whose when where which what's whats who's whos how's hows where's wheres
 why's whys when's whens whatever wherefore""".split())
@@ -120,7 +124,7 @@ DESIRE = re.compile(r"^(?:i\s+(?:\w+\s+){0,2}?(?:want|need|like|love|crave|wish\
                     r"(?:i'm|im|i\s+am)\s+looking\s+for|(?:need|want)(?:\s+to\s+(?:hear|read|see))?|"
                     r"(?:one|another|some)\s+more|another|more)\b")
 _ADVERBS = {"please", "pls", "plz", "kindly", "just", "maybe", "possibly", "perhaps", "also", "quickly", "really",
-            "now", "maybe", "briefly", "pretty", "quickly", "simply"}
+            "now", "briefly", "pretty", "simply"}
 _PHRASE_STARTS = _ADVERBS | {"come", "make", "put", "cook", "whip", "dream", "think"}
 _PHRASE_VERBS = {"go", "keep", "carry", "break", "walk", "look", "fill", "say", "try"}
 INDEFINITE = set("a an some another any one few couple more new short little quick small brief long".split())
@@ -210,7 +214,7 @@ def _asks_for_verse(head: list[str], norm: str) -> bool:
         if w in VERSE_FORMS:
             # "a poem ...", "I'd love a song", or the form itself first: "ballad of the black ship";
             # "the song of the wind" (a definite image) stays a theme
-            if m or not lead or lead[0] in INDEFINITE:
+            if (m and not any(w in DEFINITE for w in lead)) or not lead or lead[0] in INDEFINITE:
                 return True
             break
         if w in PREPOSITIONS:

@@ -128,6 +128,9 @@ def _add_sample(sub):
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--min-new-tokens", type=int, default=0, help="no stop string ends a sample before this many tokens")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="stop string, e.g. $'\\n\\n' for the end of a verse (repeatable; the text ends before it)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_run_sample)

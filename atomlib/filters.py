@@ -108,21 +108,21 @@ def is_word(token: str) -> bool:
 _META_KEYS = (r"artist|band|album|track(?:\s*list)?|song|title|genre|year|released?|label|lyrics|music|words|"
               r"composer|producer|performed by|line-?up|cd|disc|length|duration|format|country|author|source")
 _RULES: list[tuple[str, re.Pattern]] = [
-    # whole lines of page furniture
-    ("metadata header", re.compile(rf"^[ \t]*(?:{_META_KEYS})[ \t]*(?:\d+[ \t]*)?:[ \t]*[^\n]{{0,80}}$", re.I | re.M)),
-    ("track number", re.compile(r"^[ \t]*(?:track|cd|disc|side)[ \t]*#?[ \t]*\d+\b[^\n]{0,60}$", re.I | re.M)),
-    ("tracklist entry", re.compile(r"^[ \t]*\d{1,2}\.[ \t]+[A-Z][^\n]{0,60}$", re.M)),
+    # whole lines of page furniture (each takes its line break along)
+    ("metadata header", re.compile(rf"^[ \t]*(?:{_META_KEYS})[ \t]*(?:\d+[ \t]*)?:[ \t]*[^\n]{{0,80}}$\n?", re.I | re.M)),
+    ("track number", re.compile(r"^[ \t]*(?:track|cd|disc|side)[ \t]*#?[ \t]*\d+\b[^\n]{0,60}$\n?", re.I | re.M)),
+    ("tracklist entry", re.compile(r"^[ \t]*\d{1,2}\.[ \t]+[A-Z][^\n]{0,60}$\n?", re.M)),
     ("credits", re.compile(r"^[ \t]*(?i:(?:all[ \t]+)?(?:lyrics|music|words|arrangements?|arranged|written|composed|"
                            r"produced|performed|transcribed|submitted|translated|corrected)(?:[ \t]+and[ \t]+\w+)?"
                            r"(?:[ \t]+(?:written|composed|arranged))?[ \t]+by)[ \t]*:?[ \t]+"
-                           r"(?:[A-Z0-9][\w.'&-]*(?:[ \t]*(?:,|&|and)?[ \t]*[A-Z0-9][\w.'&-]*){0,5})[ \t]*\.?[ \t]*$", re.M)),
+                           r"(?:[A-Z0-9][\w.'&-]*(?:[ \t]*(?:,|&|and)?[ \t]*[A-Z0-9][\w.'&-]*){0,5})[ \t]*\.?[ \t]*$\n?", re.M)),
     ("thanks line", re.compile(r"^[^\n]*\bthanks?[ \t]+(?:you[ \t]+)?to\b[^\n]*\b(?:sending|submitting|correcting|"
-                               r"these lyrics|this song|the lyrics|transcrib\w*)\b[^\n]*$", re.I | re.M)),
-    ("site / url", re.compile(r"^[^\n]*(?:https?://|www\.|darklyrics|\.com\b|\.org\b)[^\n]*$", re.I | re.M)),
+                               r"these lyrics|this song|the lyrics|transcrib\w*)\b[^\n]*$\n?", re.I | re.M)),
+    ("site / url", re.compile(r"^[^\n]*(?:https?://|www\.|darklyrics|\.com\b|\.org\b)[^\n]*$\n?", re.I | re.M)),
     ("gutenberg", re.compile(r"^[^\n]*(?:project gutenberg|\*{3}[ \t]*(?:start|end) of|end of (?:the|this) "
-                             r"(?:project|e-?book)|e-?text prepared|transcriber'?s note)[^\n]*$", re.I | re.M)),
+                             r"(?:project|e-?book)|e-?text prepared|transcriber'?s note)[^\n]*$\n?", re.I | re.M)),
     ("section heading", re.compile(r"^[ \t]*(?:(?:book|canto|chapter|part|stanza|section|act|scene)[ \t]+"
-                                   r"(?:[IVXLC]+|\d+|the[ \t]+\w+)\.?|[IVXLC]{1,6}\.)[ \t]*$", re.I | re.M)),
+                                   r"(?:[IVXLC]+|\d+|the[ \t]+\w+)\.?|[IVXLC]{1,6}\.)[ \t]*$\n?", re.I | re.M)),
     # inline markers
     ("bracketed marker", re.compile(r"\[[^\[\]\n]{0,80}\]")),
     ("bracketed marker", re.compile(r"\((?:[ \t]*(?:x[ \t]*\d+|\d+[ \t]*x|repeat[^()\n]{0,30}|chorus[^()\n]{0,20}|"
@@ -131,7 +131,7 @@ _RULES: list[tuple[str, re.Pattern]] = [
     ("repeat marker", re.compile(r"(?<=\S)[ \t]+[x×][ \t]?\d\b|(?<=\S)[ \t]+\d[ \t]?[x×]\b", re.I)),
     ("placeholder line", re.compile(r"^[ \t]*(?:instrumental|\*?[ \t]*instrumental[ \t]*\*?|no lyrics|"
                                     r"lyrics not available|"
-                                    r"chorus|repeat chorus)[ \t]*[.!]?[ \t]*$", re.I | re.M)),
+                                    r"chorus|repeat chorus)[ \t]*[.!]?[ \t]*$\n?", re.I | re.M)),
     ("end-of-text token", re.compile(r"<\|endoftext\|>")),
 ]
 _ITALIC = re.compile(r"(?<![\w_])_([^_\n]{1,80})_(?![\w_])")  # Gutenberg's _italics_
@@ -152,9 +152,14 @@ def strip_artifacts(text: str, ctx: FilterContext):
             kinds.append(kind)
         return ""
 
+    def unwrap(match):
+        removed.append(match.group(0))
+        kinds.append("italics markup")
+        return match.group(1)
+
     for kind, rule in _RULES:
         text = rule.sub(lambda m, k=kind: cut(m, k), text)
-    text = _ITALIC.sub(lambda m: (removed.append(m.group(0)), kinds.append("italics markup"), m.group(1))[2], text)
+    text = _ITALIC.sub(unwrap, text)
     if "_" in text:  # what is left of Gutenberg's _italics_ after a cut: never part of a verse
         removed.extend("_" * text.count("_"))
         kinds.extend(["italics markup"] * text.count("_"))

@@ -206,7 +206,7 @@ def model_device(model) -> torch.device:
 # threads buys little and costs a thread barrier per op, which on a busy machine (a thread that
 # is not scheduled holds the others up) made steps 10x slower in our measurements. Models up to
 # this many parameters are decoded on one thread; ATOM_DECODE_THREADS=N overrides (0: leave
-# torch's setting alone).
+# torch's setting alone). The no-cache reference keeps torch's setting: its steps are big.
 SINGLE_THREAD_MAX_PARAMS = 30_000_000
 
 
@@ -214,9 +214,11 @@ class _DecodeThreads:
     """Switches torch's intra-op thread count for the decode loop and back (on()/off() nest
     around every yield, so a consumer of a stream never runs with the decode setting)."""
 
-    def __init__(self, model, device: torch.device):
+    def __init__(self, model, device: torch.device, tiny_ops: bool = True):
         want = os.environ.get("ATOM_DECODE_THREADS")
-        if want is not None and want.strip().isdigit():
+        if not tiny_ops:  # re-encoding whole windows (no cache) is real matrix work: torch's threads
+            want = 0
+        elif want is not None and want.strip().isdigit():
             want = int(want)
         elif device.type == "cpu" and sum(p.numel() for p in model.parameters()) <= SINGLE_THREAD_MAX_PARAMS:
             want = 1
@@ -522,7 +524,7 @@ def _generation_steps(model, tokenizer, prompt: str, params: SamplingParams | No
     if watch_eot:
         ended = torch.zeros(B, dtype=torch.bool, device=dev)
 
-    threads = _DecodeThreads(model, dev)
+    threads = _DecodeThreads(model, dev, tiny_ops=cached)
     was_training = model.training
     model.eval()  # no dropout while sampling, even mid-training; the mode is given back below
     win = _CachedWindow(model, B, keep) if cached else _UncachedWindow(model, B, keep, window)

@@ -68,6 +68,12 @@ def test_classifier_accuracy(name):
     ("🔥🔥🔥", "thematic"),
     ("write a poem 🤘", "creative"),
     ("", "thematic"),
+    ("Read this poem aloud", "command"),  # an existing poem: no composition asked for
+    ("Give me the lyrics of Paranoid", "command"),
+    ("Name of the rose", "thematic"),  # a task verb used as a noun
+    ("Burn the witch", "thematic"),  # action verbs are themes, not commands
+    ("ballad of the black ship", "creative"),
+    ("The song of the wind", "thematic"),
 ])
 def test_tricky_prompts(prompt, kind):
     assert classify_prompt(prompt) == kind

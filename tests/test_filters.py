@@ -199,3 +199,8 @@ def test_apply_filters_records_each_stage():
     assert rec["trim_truncated"].removed == ["hil"]
     assert rec["cut_boundary"].changed  # the last line lost its cut word, so it is unfinished: dropped
     assert all(isinstance(s.detail, str) and s.detail for s in r.stages)
+
+
+def test_a_removed_line_does_not_split_the_stanza():
+    r = apply_filters("By the river of blood\nLyrics by Tony Iommi\nthe ravens fly.\n\nA second verse ends.")
+    assert r.text == "By the river of blood\nthe ravens fly.\n\nA second verse ends."

@@ -457,6 +457,10 @@ def test_cli_samples_a_run(tiny_run, capsys):
                            "--max-new-tokens", 10, "--temperature", 0.9, "--top-k", 5, "--top-p", 0.9,
                            "--repetition-penalty", 1.2, "--seed", 2)
     assert code == 0 and out.count("---------------") == 3 and out.count("Upon the") == 3
+    code, out, _ = run_cli(capsys, "--run", tiny_run, "--prompt", "Upon", "--max-new-tokens", 300, "--seed", 4,
+                           "--stop", "e", "--stop", "a", "--min-new-tokens", 3)
+    body = out[len("Upon"):].rstrip("\n")
+    assert code == 0 and len(body) >= 2 and "e" not in body[2:] and "a" not in body[2:] and len(body) < 300
 
 
 def test_cli_prompt_from_a_file(tiny_run, tmp_path, capsys):
