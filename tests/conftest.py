@@ -87,3 +87,18 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
                                  "best_val_loss": None, "tokenizer": {k: meta[k] for k in ("tokenizer", "vocab_size", "chars")},
                                  "dataset_meta": meta})
     return run
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_run):
+    """(model, tokenizer, state) of tiny_run, loaded once per test module."""
+    from atomlib.checkpoint import load_run
+
+    return load_run(tiny_run, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def no_user_chat_config(monkeypatch):
+    """Tests never read the developer's own ~/.config/atom/chat.yaml or LM Studio URL."""
+    monkeypatch.setenv("ATOM_CHAT_CONFIG", str(ROOT / "tests" / "no-such-chat-config.yaml"))
+    monkeypatch.delenv("ATOM_LMSTUDIO_URL", raising=False)

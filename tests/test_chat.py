@@ -12,19 +12,6 @@ from atomlib.chat import HELP, ChatSession
 from lmstudio_stub import StubServer, free_port_url
 
 
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    monkeypatch.setenv("ATOM_CHAT_CONFIG", str(tmp_path / "absent.yaml"))
-    monkeypatch.delenv("ATOM_LMSTUDIO_URL", raising=False)
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_run):
-    from atomlib.checkpoint import load_run
-
-    return load_run(tiny_run, device="cpu")
-
-
 @pytest.fixture
 def session(loaded, tiny_run):
     model, tok, state = loaded

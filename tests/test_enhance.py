@@ -19,13 +19,6 @@ def stub():
         yield srv
 
 
-@pytest.fixture(autouse=True)
-def no_user_config(monkeypatch, tmp_path):
-    """Tests never read the developer's ~/.config/atom/chat.yaml or ATOM_LMSTUDIO_URL."""
-    monkeypatch.setenv("ATOM_CHAT_CONFIG", str(tmp_path / "absent.yaml"))
-    monkeypatch.delenv("ATOM_LMSTUDIO_URL", raising=False)
-
-
 def test_url_precedence(monkeypatch, tmp_path):
     assert DEFAULT_URLS == ("http://localhost:1234/v1", "http://localhost:8080/v1")
     assert candidate_urls() == list(DEFAULT_URLS)  # LM Studio's default first, the original's 8080 second
