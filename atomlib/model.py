@@ -44,8 +44,9 @@ class KVCache:
 
     def __init__(self, n_layer, batch_size, n_head, max_len, head_dim, device=None, dtype=None):
         shape = (n_layer, batch_size, n_head, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        # empty, not zeros: attention only ever reads positions below pos, all written first
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.max_len = max_len
         self.pos = 0
 
