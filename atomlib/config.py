@@ -92,15 +92,21 @@ def load_config(name_or_path: str | Path = "cpu", overrides: Iterable[str] | Map
 
 def make_config(values: Mapping[str, Any]) -> TrainConfig:
     """Build a TrainConfig from a plain dict (as stored in state.json), checking every key and value."""
+    cfg = TrainConfig(**check_overrides(values))
+    validate(cfg)
+    return cfg
+
+
+def check_overrides(values: Mapping[str, Any]) -> dict:
+    """Check each key's name and each value's type (not yet their combination); return the
+    typed values. Lets a caller reject a misspelt key before it reads a dataset or checkpoint."""
     unknown = [k for k in values if k not in _FIELDS]
     if unknown:
         k = unknown[0]
         near = difflib.get_close_matches(k, _FIELDS, n=1)
         hint = f"did you mean '{near[0]}'?" if near else f"valid keys: {', '.join(_FIELDS)}."
         raise ConfigError(f"unknown config key '{k}'; {hint}")
-    cfg = TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
-    validate(cfg)
-    return cfg
+    return {k: _coerce(k, v) for k, v in values.items()}
 
 
 def parse_overrides(overrides: Iterable[str] | Mapping[str, Any] | None) -> dict:

@@ -25,13 +25,11 @@ def ensure_run(run: str | Path | None = None, config: str = "cpu", max_iters: in
     if found is not None:
         print(f"using the newest run: {found}")
         return found
-    from atomlib.config import load_config
     from atomlib.data_setup import ensure_dataset
-    from atomlib.train import run as train_run
+    from atomlib.train import resolve_config, run as train_run
 
     iters = max_iters or smoke(300, 60)
     print(f"no run under outputs/runs/ yet: training a small '{config}' run ({iters} steps) first")
-    cfg = load_config(config, {"max_iters": iters, "eval_interval": max(iters // 2, 1),
-                               "warmup_iters": min(20, iters)})
+    cfg = resolve_config(config, {"max_iters": iters})  # shrinks warmup and eval interval to fit
     ensure_dataset(cfg.dataset)
     return train_run(cfg)

@@ -41,8 +41,8 @@ import numpy as np
 import torch
 
 from atomlib import checkpoint as ckpt
-from atomlib.config import (GPT2_NAMES, ConfigError, TrainConfig, load_config, make_config, parse_overrides,
-                            validate)
+from atomlib.config import (GPT2_NAMES, ConfigError, TrainConfig, check_overrides, load_config, make_config,
+                            parse_overrides, validate)
 from atomlib.device import autocast, describe, measure_peak_flops, pick_device, pick_dtype, synchronize
 from atomlib.errors import AtomError
 from atomlib.paths import runs_dir
@@ -62,22 +62,13 @@ def resolve_config(config: str | Path | None = None, overrides=None, from_run: s
     (unless they are overridden as well), so a quick `--set max_iters=50` just works.
     """
     ov = parse_overrides(overrides)
-    _check_keys(ov)  # a misspelt key is reported before any checkpoint is read
+    check_overrides(ov)  # a misspelt key is reported before any checkpoint is read
     if config is None and from_run is not None:
         state, _, _ = ckpt.load_checkpoint(from_run)
         saved = dict(state["config"])
         return make_config({**saved, **_fit_schedule(make_config(saved), ov)})
     name = config or "cpu"
     return load_config(name, _fit_schedule(load_config(name), ov))
-
-
-def _check_keys(ov: dict) -> None:
-    from atomlib import config as C
-
-    for key, value in ov.items():
-        if key not in C._FIELDS:
-            make_config({key: value})  # raises the unknown-key error, with its suggestion
-        C._coerce(key, value)
 
 
 def _fit_schedule(base: TrainConfig, ov: dict) -> dict:
