@@ -268,7 +268,7 @@ def atom_attention(device, T: int) -> dict:
 # --- generation ----------------------------------------------------------------------------
 
 
-def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int) -> list[Contestant]:
+def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int, auto_dtype) -> list[Contestant]:
     from atomlib.sampling import SamplingParams, generate, generate_nocache
     from atomlib.tokenizer import CharTokenizer
 
@@ -280,9 +280,9 @@ def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int) -> 
     assert len(ids) == shape.prompt_tokens, "the prompt must encode to one token per character"
     N = shape.new_tokens
 
-    def atom_gen(batch, n=N, cached=True):
+    def atom_gen(batch, n=N, cached=True, precision="auto"):
         params = SamplingParams(temperature=1.0, top_k=None, max_new_tokens=n, min_new_tokens=n,
-                                num_samples=batch, seed=1)
+                                num_samples=batch, seed=1, precision=precision)
         fn = generate if cached else generate_nocache
 
         def run():
@@ -302,21 +302,31 @@ def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int) -> 
         return run
 
     G, w = shape.gen_batch, min(N, 32)  # warm-ups generate a few tokens only
-    cached = {"kv_cache": True}
-    return [
+    auto = str(auto_dtype).replace("torch.", "")
+    cached = {"kv_cache": True, "precision": auto}
+    rows = [
         Contestant("atom_generate_1", "ATOM generate, 1 sequence", atom_gen(1), N, rounds,
                    warm=atom_gen(1, w), settings=cached),
         Contestant("hf_generate_1", "HF GPT-2 generate, 1 sequence", hf_gen(1), N, rounds,
-                   warm=hf_gen(1, w), settings=cached),
+                   warm=hf_gen(1, w), settings={"kv_cache": True, "precision": "float32"}),
         # the slowest row by far, and its ratio is far from the target's edge: two rounds are plenty
         Contestant("atom_nocache_1", "ATOM without KV cache, 1 sequence", atom_gen(1, cached=False), N,
                    min(rounds, 2), warm=atom_gen(1, w, cached=False),
-                   settings={"kv_cache": False, "window": "crop (nanoGPT)"}),
+                   settings={"kv_cache": False, "window": "crop (nanoGPT)", "precision": auto}),
         Contestant(f"atom_generate_{G}", f"ATOM generate, batch of {G}", atom_gen(G), G * N, rounds,
                    warm=atom_gen(G, w), settings=cached),
         Contestant(f"hf_generate_{G}", f"HF GPT-2 generate, batch of {G}", hf_gen(G), G * N, rounds,
-                   warm=hf_gen(G, w), settings=cached),
+                   warm=hf_gen(G, w), settings={"kv_cache": True, "precision": "float32"}),
     ]
+    if auto != "float32":  # the same engine in float32: how much of the gain is the precision
+        f32 = {"kv_cache": True, "precision": "float32"}
+        rows += [Contestant("atom_generate_1_fp32", "ATOM generate float32, 1 sequence",
+                            atom_gen(1, precision="float32"), N, rounds,
+                            warm=atom_gen(1, w, precision="float32"), settings=f32),
+                 Contestant(f"atom_generate_{G}_fp32", f"ATOM generate float32, batch of {G}",
+                            atom_gen(G, precision="float32"), G * N, rounds,
+                            warm=atom_gen(G, w, precision="float32"), settings=f32)]
+    return rows
 
 
 # --- the whole benchmark ---------------------------------------------------------------------
@@ -355,7 +365,7 @@ def run_bench(config: str = "test", tiny: bool = False, rounds: int | None = Non
     train = train_contestants(atom, hf, shape, dev, auto_dtype, emulated, train_rounds, steps, compile_row)
     train_s = time_rounds(train, dev, budgets[0], "training")
     peaks = {k: max(v, measured_peaks(dev, emulated)[k]) for k, v in peaks.items()}
-    gen = generation_contestants(atom, hf, shape, dev, gen_rounds)
+    gen = generation_contestants(atom, hf, shape, dev, gen_rounds, auto_dtype)
     gen_s = time_rounds(gen, dev, budgets[1], "generation")
     # the best of three measurements: a busy moment must not pass for the machine's peak
     peaks = {k: max(v, measured_peaks(dev, emulated)[k]) for k, v in peaks.items()}
@@ -388,6 +398,9 @@ def run_bench(config: str = "test", tiny: bool = False, rounds: int | None = Non
              "generate_1_vs_hf": (gen_rows, "atom_generate_1", "hf_generate_1"),
              f"generate_{G}_vs_hf": (gen_rows, f"atom_generate_{G}", f"hf_generate_{G}"),
              "generate_vs_nocache": (gen_rows, "atom_generate_1", "atom_nocache_1")}
+    if "atom_generate_1_fp32" in gen_rows:  # informational: ATOM in float32 against HF in float32
+        pairs["generate_fp32_1_vs_hf"] = (gen_rows, "atom_generate_1_fp32", "hf_generate_1")
+        pairs[f"generate_fp32_{G}_vs_hf"] = (gen_rows, f"atom_generate_{G}_fp32", f"hf_generate_{G}")
     ratios = {k: ratio(*v) for k, v in pairs.items()}
     ratios["generate_vs_hf"] = min(ratios["generate_1_vs_hf"], ratios[f"generate_{G}_vs_hf"])
     best = {k: best_ratio(*v) for k, v in pairs.items()}
@@ -450,7 +463,8 @@ def notes(shape: BenchShape, hf, tiny: bool) -> list[str]:
            "same weights: a random GPT2LMHeadModel saved with save_pretrained and loaded by GPT.from_pretrained",
            f"HF runs as a user gets it: eager PyTorch, attn_implementation={hf.config._attn_implementation!r}, "
            "activation gelu_new (ATOM: the same tanh GELU)",
-           "generation in float32 for both, temperature 1, no top-k (pure sampling)",
+           "generation: HF in float32 (its default); ATOM in the precision `auto` picks here (rows marked "
+           "float32 run ATOM's engine in float32 too); temperature 1, no top-k (pure sampling)",
            "ratios divide medians of alternating rounds of this run; ratios_best_rounds divide the best rounds"]
     if tiny:
         out.append("--tiny: a toy shape for checking that the benchmark works; its figures mean nothing")

@@ -133,6 +133,8 @@ def _add_sample(sub):
                    help="stop string, e.g. $'\\n\\n' for the end of a verse (repeatable; the text ends before it)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="matrix products in this dtype (auto: bf16 where the hardware has it natively, else float32)")
     p.set_defaults(func=_run_sample)
 
 

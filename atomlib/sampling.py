@@ -21,12 +21,15 @@ penalties (OpenAI: over the generated tokens), the end-of-text ban before
 `min_new_tokens`, temperature (0 = greedy), top-k, top-p; then one token is drawn with the
 run's own torch.Generator (never the global RNG), so a seed reproduces a batch exactly.
 
-Speed. A single-token step of atomlib.model.GPT runs as a flat sequence of tensor ops on the
-model's own weights and cache (_FastStep, checked against the model's forward on the first
-step of every generation), and small models are decoded on one CPU thread (_DecodeThreads):
-at these sizes a step is dozens of tiny ops, and a thread barrier per op costs more than it
-saves. `generate_nocache` is the same loop without the cache (the whole window re-encoded
-every step): the reference the tests compare against and the benchmark's baseline row.
+Speed. The cached steps run through atomlib.engine (the model's forward as a flat sequence of
+ops on weights prepared once, checked against the model once per model), with matrix products
+in `precision`: "auto" is what training's dtype auto picks on the device, so bf16 on CPUs that
+have it natively (oneDNN-packed weights) and float32 elsewhere. On a CPU the loop times its own
+steps on one thread and on all of them and keeps the faster (_DecodeThreads): a decode step is
+dozens of small ops, and whether splitting them pays depends on how busy the machine is.
+`generate_nocache` is the same loop without the cache (the whole window re-encoded every step,
+under autocast in the same precision): the reference the tests compare against and the
+benchmark's baseline row.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import statistics
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -46,6 +51,7 @@ from atomlib.errors import AtomError
 
 DEFAULT_PROMPT = "\n"  # nanoGPT's sample.py starts from a newline too
 FINISH_REASONS = ("length", "stop", "eot", "aborted")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -66,6 +72,7 @@ class SamplingParams:
     num_samples: int = 1  # generated together, as one batch
     stop_at_eot: bool = True  # GPT-2 BPE: end a sample at <|endoftext|> (char vocabularies have none)
     window_keep: int | None = None  # tokens kept when the window slides past block_size (None: half a block)
+    precision: str = "auto"  # matrix products in: auto (what training's dtype auto picks here), float32, bfloat16, float16
 
     def __post_init__(self):
         if isinstance(self.stop, str):
@@ -108,6 +115,8 @@ class SamplingParams:
             bad("seed", "use an integer or None")
         if self.window_keep is not None and (not isinstance(self.window_keep, int) or self.window_keep < 1):
             bad("window_keep", "use a positive integer no larger than the block size")
+        if self.precision not in PRECISIONS:
+            bad("precision", "use one of " + ", ".join(PRECISIONS))
         return self
 
 
@@ -202,41 +211,75 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-# Decoding a small model is a chain of tiny ops: on CPU, splitting each one over several
-# threads buys little and costs a thread barrier per op, which on a busy machine (a thread that
-# is not scheduled holds the others up) made steps 10x slower in our measurements. Models up to
-# this many parameters are decoded on one thread; ATOM_DECODE_THREADS=N overrides (0: leave
-# torch's setting alone). The no-cache reference keeps torch's setting: its steps are big.
-SINGLE_THREAD_MAX_PARAMS = 30_000_000
-
-
 class _DecodeThreads:
-    """Switches torch's intra-op thread count for the decode loop and back (on()/off() nest
-    around every yield, so a consumer of a stream never runs with the decode setting)."""
+    """Chooses torch's intra-op thread count for the decode loop by timing it.
 
-    def __init__(self, model, device: torch.device, tiny_ops: bool = True):
-        want = os.environ.get("ATOM_DECODE_THREADS")
-        if not tiny_ops:  # re-encoding whole windows (no cache) is real matrix work: torch's threads
-            want = 0
-        elif want is not None and want.strip().isdigit():
-            want = int(want)
-        elif device.type == "cpu" and sum(p.numel() for p in model.parameters()) <= SINGLE_THREAD_MAX_PARAMS:
-            want = 1
-        else:
-            want = 0
+    A decode step is a few dozen small ops. On an idle machine splitting them over the cores
+    pays (measured at the `test` shape, batch 8: 1.6x faster on 2 threads than on 1); on a busy
+    one a thread that is not scheduled holds the others up at every op's barrier (measured:
+    the same steps 3-6x slower on 2 threads than on 1 with one core taken). Neither can be
+    assumed, so the loop alternates one thread and all of them for its first steps, keeps the
+    faster (median step time), and checks again every REPROBE steps. on()/off() nest around
+    every yield, so a consumer of a stream never runs with the decode setting.
+    ATOM_DECODE_THREADS=N fixes the count (0: torch's own setting, no tuning)."""
+
+    PROBE = 6  # timed steps per candidate in a probe
+    REPROBE = 256
+
+    def __init__(self, device: torch.device, tiny_ops: bool = True):
         self.have = torch.get_num_threads()
-        self.want = want if device.type == "cpu" and want and want != self.have else 0
+        want = os.environ.get("ATOM_DECODE_THREADS", "").strip()
+        if device.type != "cpu" or not tiny_ops:  # (no cache: whole windows are real matrix work)
+            self.candidates = []
+        elif want.isdigit():
+            self.candidates = [int(want)] if int(want) else []
+        else:
+            self.candidates = [1, self.have] if self.have > 1 else []
+        self.choice = self.candidates[0] if self.candidates else None
+        self.times = {c: [] for c in self.candidates}
+        self.steps = 0
+        self.probe_end = 2 + 2 * self.PROBE if len(self.candidates) > 1 else 0  # (2 warm-up steps)
         self.active = False
 
     def on(self):
-        if self.want and not self.active:
-            torch.set_num_threads(self.want)
+        if self.choice is not None and not self.active:
+            torch.set_num_threads(self.choice)
             self.active = True
 
     def off(self):
         if self.active:
             torch.set_num_threads(self.have)
             self.active = False
+
+    def record(self, seconds: float):
+        """One step took this long with the current choice; pick the next step's thread count."""
+        if not self.probe_end:
+            return
+        self.steps += 1
+        if self.steps > self.probe_end - 2 * self.PROBE:  # not a warm-up step
+            self.times[self.choice].append(seconds)
+        if self.steps < self.probe_end:
+            nxt = self.candidates[self.steps % 2]
+        else:
+            if self.steps == self.probe_end:
+                nxt = min(self.candidates, key=lambda c: statistics.median(self.times[c]))
+            else:
+                nxt = self.choice
+            if self.steps >= self.probe_end + self.REPROBE:  # the load may have changed: probe again
+                self.times = {c: [] for c in self.candidates}
+                self.probe_end = self.steps + 2 * self.PROBE
+        if nxt != self.choice:
+            self.choice = nxt
+            if self.active:
+                torch.set_num_threads(nxt)
+
+
+def matmul_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype of generation's matrix products: 'auto' is what training's dtype auto picks on
+    this device (bf16 only where the hardware does it natively and fast; float32 elsewhere)."""
+    from atomlib.device import pick_dtype
+
+    return pick_dtype(device, precision)
 
 
 def _start_ids(tokenizer) -> list[int]:
@@ -247,74 +290,31 @@ def _start_ids(tokenizer) -> list[int]:
     return ids[:1] or [0]
 
 
-class _FastStep:
-    """One decode step of atomlib.model.GPT (one new token per row, with its KV cache) as a
-    straight sequence of tensor ops on the model's own weights and cache.
-
-    The model's forward is written for every case (training, prefill, chunks); for a single
-    token most of its per-step time is Python and module dispatch, which at the sizes this
-    project trains dominates the step. The math here is the model's, op for op; the first
-    step of every generation is checked against the model's forward, and a mismatch (a changed
-    model) hands the rest of that generation back to the model's forward."""
-
-    def __init__(self, model, cache):
-        c = model.config
-        self.C, self.H, self.D = c.n_embd, c.n_head, c.n_embd // c.n_head
-        tr = model.transformer
-        self.wte, self.wpe = tr.wte.weight, tr.wpe.weight
-        self.layers = [(b.ln_1.weight, b.ln_1.bias, b.ln_1.eps, b.attn.c_attn.weight, b.attn.c_attn.bias,
-                        b.attn.c_proj.weight, b.attn.c_proj.bias, b.ln_2.weight, b.ln_2.bias, b.ln_2.eps,
-                        b.mlp.c_fc.weight, b.mlp.c_fc.bias, b.mlp.c_proj.weight, b.mlp.c_proj.bias,
-                        cache.k[i], cache.v[i]) for i, b in enumerate(tr.h)]
-        self.ln_f = (tr.ln_f.weight, tr.ln_f.bias, tr.ln_f.eps)
-        self.head = model.lm_head.weight
-        self.cache = cache
-
-    @staticmethod
-    def supports(model) -> bool:
-        from atomlib.model import GPT
-
-        if type(model) is not GPT or model.training:
-            return False
-        b = model.transformer.h[0] if len(model.transformer.h) else None
-        return b is not None and all(hasattr(b, a) for a in ("ln_1", "attn", "ln_2", "mlp"))
-
-    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        """Logits (B, V) after appending ids (B,) at cache.pos."""
-        cache = self.cache
-        pos, B = cache.pos, ids.size(0)
-        C, H, D = self.C, self.H, self.D
-        shape = (C,)
-        x = F.embedding(ids, self.wte) + self.wpe[pos]
-        for (w1, b1, e1, wa, ba, wp, bp, w2, b2, e2, wf, bf, wm, bm, K, V) in self.layers:
-            qkv = F.linear(F.layer_norm(x, shape, w1, b1, e1), wa, ba).view(B, 3, H, D)
-            K[:, :, pos] = qkv[:, 1]
-            V[:, :, pos] = qkv[:, 2]
-            y = F.scaled_dot_product_attention(qkv[:, 0].unsqueeze(2), K[:, :, :pos + 1], V[:, :, :pos + 1])
-            x += F.linear(y.view(B, C), wp, bp)
-            x += F.linear(F.gelu(F.linear(F.layer_norm(x, shape, w2, b2, e2), wf, bf), approximate="tanh"), wm, bm)
-        cache.pos = pos + 1
-        return F.linear(F.layer_norm(x, shape, *self.ln_f), self.head)
-
-
 class _CachedWindow:
-    """Feeds the model through its KV cache; slides the window when the cache is full."""
+    """Feeds the model through its KV cache (with atomlib.engine where it mirrors the model);
+    slides the window when the cache is full."""
 
-    def __init__(self, model, batch: int, keep: int, fast: bool = True):
+    def __init__(self, model, batch: int, keep: int, dtype: torch.dtype):
+        from atomlib.engine import engine_for
+
         self.model, self.batch, self.keep = model, batch, keep
         self.block = model.config.block_size
+        self.engine = engine_for(model, dtype)
         self.cache = model.new_cache(batch)
-        self.fast = _FastStep(model, self.cache) if fast and _FastStep.supports(model) else None
-        self.checked = False
+
+    def forward(self, ids: torch.Tensor, cache) -> torch.Tensor:
+        if self.engine is not None:
+            return self.engine.forward(ids, cache)
+        return self.model(ids, cache=cache)[0][:, -1, :]
 
     def prefill(self, prompt: torch.Tensor) -> torch.Tensor:
         ctx = prompt[:, -self.block:]  # (1, n)
         if self.batch == 1:
-            return self.model(ctx, cache=self.cache)[0][:, -1, :]
+            return self.forward(ctx, self.cache)
         # encode the prompt once, then copy its keys/values into every row of the batch cache
         n = ctx.size(1)
         one = self.model.new_cache(1, max_len=n)
-        logits = self.model(ctx, cache=one)[0][:, -1, :]
+        logits = self.forward(ctx, one)
         self.cache.k[:, :, :, :n].copy_(one.k)
         self.cache.v[:, :, :, :n].copy_(one.v)
         self.cache.pos = n
@@ -324,20 +324,8 @@ class _CachedWindow:
         """Logits after seq[:, :end], whose last token is the only one not yet in the cache."""
         if self.cache.pos >= self.block:  # full: slide the window, re-encode its last `keep` tokens
             self.cache.reset()
-            return self.model(seq[:, end - self.keep:end], cache=self.cache)[0][:, -1, :]
-        if self.fast is None:
-            return self.model(seq[:, end - 1:end], cache=self.cache)[0][:, -1, :]
-        if not self.checked:  # first step: the fast path must agree with the model's own forward
-            self.checked = True
-            pos = self.cache.pos
-            got = self.fast(seq[:, end - 1])
-            self.cache.pos = pos  # run the same position again through the model (its keys/values win)
-            ref = self.model(seq[:, end - 1:end], cache=self.cache)[0][:, -1, :]
-            tol = 1e-3 * max(1.0, float(ref.abs().max()))
-            if got.shape != ref.shape or not torch.allclose(got.float(), ref.float(), rtol=1e-3, atol=tol):
-                self.fast = None
-            return ref
-        return self.fast(seq[:, end - 1])
+            return self.forward(seq[:, end - self.keep:end], self.cache)
+        return self.forward(seq[:, end - 1:end], self.cache)
 
 
 class _UncachedWindow:
@@ -345,23 +333,30 @@ class _UncachedWindow:
     the window exactly like _CachedWindow (same outputs); "crop" is nanoGPT's sample.py (the
     last block_size tokens, every step)."""
 
-    def __init__(self, model, batch: int, keep: int, window: str = "slide"):
+    def __init__(self, model, batch: int, keep: int, dtype: torch.dtype, window: str = "slide"):
         if window not in ("slide", "crop"):
             raise ValueError(f"window must be 'slide' or 'crop', not {window!r}")
         self.model, self.batch, self.keep, self.window = model, batch, keep, window
         self.block = model.config.block_size
         self.start = 0
+        self.dtype = dtype
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        from atomlib.device import autocast
+
+        with autocast(ids.device, self.dtype):  # the cached path's precision, the way training runs it
+            return self.model(ids)[0][:, -1, :].float()
 
     def prefill(self, prompt: torch.Tensor) -> torch.Tensor:
         self.start = max(0, prompt.size(1) - self.block)
-        return self.model(prompt[:, self.start:])[0][:, -1, :].expand(self.batch, -1)
+        return self.forward(prompt[:, self.start:]).expand(self.batch, -1)
 
     def step(self, seq: torch.Tensor, end: int) -> torch.Tensor:
         if self.window == "crop":
             self.start = max(0, end - self.block)
         elif end - self.start > self.block:
             self.start = end - self.keep
-        return self.model(seq[:, self.start:end])[0][:, -1, :]
+        return self.forward(seq[:, self.start:end])
 
 
 class _IncrementalDecoder:
@@ -524,10 +519,11 @@ def _generation_steps(model, tokenizer, prompt: str, params: SamplingParams | No
     if watch_eot:
         ended = torch.zeros(B, dtype=torch.bool, device=dev)
 
-    threads = _DecodeThreads(model, dev, tiny_ops=cached)
+    threads = _DecodeThreads(dev, tiny_ops=cached)
+    dtype = matmul_dtype(params.precision, dev)
     was_training = model.training
     model.eval()  # no dropout while sampling, even mid-training; the mode is given back below
-    win = _CachedWindow(model, B, keep) if cached else _UncachedWindow(model, B, keep, window)
+    win = _CachedWindow(model, B, keep, dtype) if cached else _UncachedWindow(model, B, keep, dtype, window)
     threads.on()
     try:
         logits = win.prefill(seq[:1, :T0])
@@ -585,7 +581,9 @@ def _generation_steps(model, tokenizer, prompt: str, params: SamplingParams | No
                 break
             if n == N:
                 break
+            t_step = time.perf_counter()
             logits = win.step(seq, end + 1)
+            threads.record(time.perf_counter() - t_step)
     finally:
         threads.off()
         model.train(was_training)
@@ -708,7 +706,7 @@ def sample_command(args) -> None:
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens,
         min_new_tokens=getattr(args, "min_new_tokens", 0) or 0, stop=tuple(getattr(args, "stop", None) or ()),
-        seed=args.seed, num_samples=args.num_samples).checked()
+        seed=args.seed, num_samples=args.num_samples, precision=getattr(args, "precision", "auto")).checked()
     print(f"sampling from {source}", file=sys.stderr)
     out = sys.stdout
     if params.num_samples == 1:
