@@ -31,10 +31,12 @@ from atomlib.model import GPT, KVCache
 
 
 class Linear:
-    """y = x W^T + b in `dtype`: oneDNN-packed bf16 weights on a CPU, F.linear elsewhere."""
+    """y = x W^T + b in `dtype`, then GPT-2's tanh GELU if gelu: oneDNN-packed bf16 weights on a
+    CPU (the GELU fused into the product, applied before the output is rounded to bf16),
+    F.linear elsewhere."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
-        self.dtype = dtype
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, gelu: bool = False):
+        self.dtype, self.gelu = dtype, gelu
         self.packed = dtype == torch.bfloat16 and weight.device.type == "cpu" and onednn_bf16_works()
         w = weight.detach().to(dtype)
         self.w = torch.ops.mkldnn._reorder_linear_weight(w, None) if self.packed else w
@@ -43,8 +45,11 @@ class Linear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.dtype)
         if self.packed:
+            if self.gelu:
+                return torch.ops.mkldnn._linear_pointwise(x, self.w, self.b, "gelu", [], "tanh")
             return torch.ops.mkldnn._linear_pointwise(x, self.w, self.b, "none", [], "")
-        return F.linear(x, self.w, self.b)
+        y = F.linear(x, self.w, self.b)
+        return F.gelu(y, approximate="tanh") if self.gelu else y
 
 
 _ONEDNN_OK: bool | None = None
@@ -59,9 +64,12 @@ def onednn_bf16_works() -> bool:
             g = torch.Generator().manual_seed(0)
             w, b, x = (torch.randn(s, generator=g) for s in ((64, 32), (64,), (3, 32)))
             p = torch.ops.mkldnn._reorder_linear_weight(w.bfloat16(), None)
-            got = torch.ops.mkldnn._linear_pointwise(x.bfloat16(), p, b.bfloat16(), "none", [], "").float()
             want = F.linear(x.bfloat16().float(), w.bfloat16().float(), b.bfloat16().float())
-            _ONEDNN_OK = got.shape == want.shape and bool(torch.allclose(got, want, rtol=2e-2, atol=5e-2))
+            ok = True
+            for attr, algo, ref in (("none", "", want), ("gelu", "tanh", F.gelu(want, approximate="tanh"))):
+                got = torch.ops.mkldnn._linear_pointwise(x.bfloat16(), p, b.bfloat16(), attr, [], algo).float()
+                ok = ok and got.shape == ref.shape and bool(torch.allclose(got, ref, rtol=2e-2, atol=5e-2))
+            _ONEDNN_OK = ok
         except (AttributeError, RuntimeError, NotImplementedError):
             _ONEDNN_OK = False
     return _ONEDNN_OK
@@ -81,10 +89,10 @@ class Engine:
         def ln(m):
             return (m.weight.detach(), None if m.bias is None else m.bias.detach(), m.eps)
 
-        def lin(m):
-            return Linear(m.weight, m.bias, self.dtype)
+        def lin(m, gelu=False):
+            return Linear(m.weight, m.bias, self.dtype, gelu)
 
-        self.layers = [(ln(b.ln_1), lin(b.attn.c_attn), lin(b.attn.c_proj), ln(b.ln_2), lin(b.mlp.c_fc),
+        self.layers = [(ln(b.ln_1), lin(b.attn.c_attn), lin(b.attn.c_proj), ln(b.ln_2), lin(b.mlp.c_fc, gelu=True),
                         lin(b.mlp.c_proj)) for b in tr.h]
         self.ln_f = ln(tr.ln_f)
         self.head = Linear(model.lm_head.weight, None, self.dtype)
@@ -110,7 +118,7 @@ class Engine:
             q = qkv[:, :, 0].to(K.dtype, memory_format=torch.contiguous_format)
             y = F.scaled_dot_product_attention(q, K[:, :, :end], V[:, :, :end], attn_mask=mask, is_causal=causal)
             x = x + c_proj(y.transpose(1, 2).reshape(B, T, C))
-            x = x + m_proj(F.gelu(c_fc(F.layer_norm(x, (C,), *ln_2)), approximate="tanh"))
+            x = x + m_proj(c_fc(F.layer_norm(x, (C,), *ln_2)))  # (c_fc applies the GELU)
         cache.pos = end
         return self.head(F.layer_norm(x[:, -1], (C,), *self.ln_f)).float()
 

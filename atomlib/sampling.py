@@ -24,7 +24,7 @@ run's own torch.Generator (never the global RNG), so a seed reproduces a batch e
 Speed. The cached steps run through atomlib.engine (the model's forward as a flat sequence of
 ops on weights prepared once, checked against the model once per model), with matrix products
 in `precision`: "auto" is what training's dtype auto picks on the device, so bf16 on CPUs that
-have it natively (oneDNN-packed weights) and float32 elsewhere. On a CPU the loop times its own
+have it natively (oneDNN-packed weights; models of 2.5M parameters and up) and float32 elsewhere. On a CPU the loop times its own
 steps on one thread and on all of them and keeps the faster (_DecodeThreads): a decode step is
 dozens of small ops, and whether splitting them pays depends on how busy the machine is.
 `generate_nocache` is the same loop without the cache (the whole window re-encoded every step,
@@ -274,12 +274,24 @@ class _DecodeThreads:
                 torch.set_num_threads(nxt)
 
 
-def matmul_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype of generation's matrix products: 'auto' is what training's dtype auto picks on
-    this device (bf16 only where the hardware does it natively and fast; float32 elsewhere)."""
+# Below this many parameters a model's weights sit in the CPU's caches and a decode step is
+# bound by per-op overhead, which bf16's casts and oneDNN's calls add to. Measured here
+# (AVX512-BF16, ms per token, float32 / bf16): 0.85M params 0.47 / 0.86 at batch 1; 3.3M 1.01 /
+# 1.02 at batch 1 and 2.77 / 1.98 at batch 8; 4.8M 2.68 / 1.70 at batch 1.
+BF16_DECODE_MIN_PARAMS = 2_500_000
+
+
+def matmul_dtype(precision: str, device: torch.device, model=None) -> torch.dtype:
+    """The dtype of generation's matrix products. 'auto' is what training's dtype auto picks on
+    this device (bf16 only where the hardware does it natively and fast, float32 elsewhere),
+    except that on a CPU models under BF16_DECODE_MIN_PARAMS decode in float32 (faster there)."""
     from atomlib.device import pick_dtype
 
-    return pick_dtype(device, precision)
+    dtype = pick_dtype(device, precision)
+    if (precision == "auto" and dtype == torch.bfloat16 and device.type == "cpu" and model is not None
+            and sum(p.numel() for p in model.parameters()) < BF16_DECODE_MIN_PARAMS):
+        return torch.float32
+    return dtype
 
 
 def _start_ids(tokenizer) -> list[int]:
@@ -520,7 +532,7 @@ def _generation_steps(model, tokenizer, prompt: str, params: SamplingParams | No
         ended = torch.zeros(B, dtype=torch.bool, device=dev)
 
     threads = _DecodeThreads(dev, tiny_ops=cached)
-    dtype = matmul_dtype(params.precision, dev)
+    dtype = matmul_dtype(params.precision, dev, model)
     was_training = model.training
     model.eval()  # no dropout while sampling, even mid-training; the mode is given back below
     win = _CachedWindow(model, B, keep, dtype) if cached else _UncachedWindow(model, B, keep, dtype, window)

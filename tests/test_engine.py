@@ -72,6 +72,8 @@ def test_packed_bf16_linear_is_a_bf16_product():
     want = F.linear(x.bfloat16().float(), w.bfloat16().float(), b.bfloat16().float())
     assert torch.allclose(got.float(), want, rtol=1e-2, atol=1e-2)
     assert lin(x.unsqueeze(0)).shape == (1, 5, 96)  # any leading shape, as F.linear
+    fused = engine.Linear(w, b, torch.bfloat16, gelu=True)(x)  # GELU applied inside the product
+    assert torch.allclose(fused.float(), F.gelu(want, approximate="tanh"), rtol=1e-2, atol=1e-2)
 
 
 def next_token_kl(model, eng, idx) -> float:
@@ -173,3 +175,18 @@ def test_decode_threads_env_and_devices(monkeypatch):
     monkeypatch.delenv("ATOM_DECODE_THREADS")
     assert _DecodeThreads(torch.device("cpu"), tiny_ops=False).candidates == []
     assert _DecodeThreads(torch.device("meta")).candidates == []
+
+
+def test_auto_precision_follows_the_hardware_and_the_model_size(monkeypatch):
+    from atomlib import device, sampling
+
+    small = tiny_model()
+    big = GPT(GPTConfig(block_size=16, vocab_size=TOK.vocab_size, n_layer=4, n_head=4, n_embd=256))
+    assert sum(p.numel() for p in big.parameters()) >= sampling.BF16_DECODE_MIN_PARAMS
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device, "cpu_bf16_is_fast", lambda: True)
+    assert sampling.matmul_dtype("auto", cpu, big) == torch.bfloat16
+    assert sampling.matmul_dtype("auto", cpu, small) == torch.float32  # weights in cache: float32 is faster
+    assert sampling.matmul_dtype("bfloat16", cpu, small) == torch.bfloat16  # asked for: given
+    monkeypatch.setattr(device, "cpu_bf16_is_fast", lambda: False)  # emulated bf16: never by default
+    assert sampling.matmul_dtype("auto", cpu, big) == torch.float32
