@@ -268,7 +268,7 @@ def atom_attention(device, T: int) -> dict:
 # --- generation ----------------------------------------------------------------------------
 
 
-def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int, auto_dtype) -> list[Contestant]:
+def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int, gen_dtype) -> list[Contestant]:
     from atomlib.sampling import SamplingParams, generate, generate_nocache
     from atomlib.tokenizer import CharTokenizer
 
@@ -302,7 +302,7 @@ def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int, aut
         return run
 
     G, w = shape.gen_batch, min(N, 32)  # warm-ups generate a few tokens only
-    auto = str(auto_dtype).replace("torch.", "")
+    auto = str(gen_dtype).replace("torch.", "")
     cached = {"kv_cache": True, "precision": auto}
     rows = [
         Contestant("atom_generate_1", "ATOM generate, 1 sequence", atom_gen(1), N, rounds,
@@ -343,11 +343,11 @@ def run_bench(config: str = "test", tiny: bool = False, rounds: int | None = Non
     shape = bench_shape(config, tiny)
     auto_dtype = D.pick_dtype(dev, "auto")
     if dev.type == "cpu":
-        units = D.cpu_has_bf16_units()
+        units, fast = D.cpu_has_bf16_units(), D.cpu_bf16_is_fast()
         case = "bf16_units" if units else "no_bf16_units"
     else:
-        units, case = None, "accelerator"
-    emulated = dev.type == "cpu" and not units
+        units, fast, case = None, None, "accelerator"
+    emulated = dev.type == "cpu" and not fast
     train_rounds, gen_rounds = (rounds, rounds) if rounds else ((2, 2) if tiny else (5, 3))
     budgets = (None, None) if (rounds or tiny) else (50.0, 75.0)  # keeps `atom bench` under 3 minutes
     steps = 1 if tiny else 2
@@ -365,7 +365,10 @@ def run_bench(config: str = "test", tiny: bool = False, rounds: int | None = Non
     train = train_contestants(atom, hf, shape, dev, auto_dtype, emulated, train_rounds, steps, compile_row)
     train_s = time_rounds(train, dev, budgets[0], "training")
     peaks = {k: max(v, measured_peaks(dev, emulated)[k]) for k, v in peaks.items()}
-    gen = generation_contestants(atom, hf, shape, dev, gen_rounds, auto_dtype)
+    from atomlib.sampling import matmul_dtype
+
+    gen_dtype = matmul_dtype("auto", dev, atom)  # what generation's precision auto picks for this model
+    gen = generation_contestants(atom, hf, shape, dev, gen_rounds, gen_dtype)
     gen_s = time_rounds(gen, dev, budgets[1], "generation")
     # the best of three measurements: a busy moment must not pass for the machine's peak
     peaks = {k: max(v, measured_peaks(dev, emulated)[k]) for k, v in peaks.items()}
@@ -395,6 +398,7 @@ def run_bench(config: str = "test", tiny: bool = False, rounds: int | None = Non
 
     pairs = {"train_vs_hf_fp32": (train_rows, "atom_auto", "hf_fp32"),
              "train_vs_hf_bf16": (train_rows, "atom_bf16", "hf_bf16"),
+             "train_fp32_vs_hf_fp32": (train_rows, "atom_fp32", "hf_fp32"),
              "generate_1_vs_hf": (gen_rows, "atom_generate_1", "hf_generate_1"),
              f"generate_{G}_vs_hf": (gen_rows, f"atom_generate_{G}", f"hf_generate_{G}"),
              "generate_vs_nocache": (gen_rows, "atom_generate_1", "atom_nocache_1")}
@@ -416,7 +420,9 @@ def run_bench(config: str = "test", tiny: bool = False, rounds: int | None = Non
         "device_name": D.cpu_model_name() if dev.type == "cpu" else _accelerator_name(dev),
         "dtype": auto_name,
         "dtype_auto": auto_name,
+        "generate_dtype_auto": str(gen_dtype).replace("torch.", ""),
         "cpu_bf16_units": units,
+        "cpu_bf16_fast": fast,
         "case": case,
         "tiny": tiny,
         "torch": torch.__version__,
@@ -481,9 +487,12 @@ def format_table(r: dict) -> str:
              f"transformers {r['transformers']}"]
     if r["device"] == "cpu":
         speed = cpu.get("bf16_matmul_speedup")
+        kind = ("matrix units (AMX class)" if r["cpu_bf16_units"] else
+                "native, not matrix units" if r["cpu_bf16_fast"] else "emulated or slow")
         lines.append(f"bf16: flags {', '.join(cpu.get('bf16_flags') or []) or 'none'}, matmul probe "
-                     f"{f'{speed:.1f}x float32' if speed else 'not run'} -> bf16 units: "
-                     f"{'yes' if r['cpu_bf16_units'] else 'no'}; dtype auto = {r['dtype_auto']}")
+                     f"{f'{speed:.1f}x float32' if speed else 'not run'} -> {kind} "
+                     f"(units need >= {D.BF16_UNITS_SPEEDUP:.0f}x); dtype auto = {r['dtype_auto']} "
+                     f"(generation: {r['generate_dtype_auto']})")
     lines.append(f"shape: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} embd, sequence {s['block_size']}, "
                  f"vocab {s['vocab_size']}, batch {s['batch_size']}")
     lines.append(f"peak matmul (measured now): float32 {r['peak_flops']['float32'] / 1e9:.0f} GFLOP/s, "

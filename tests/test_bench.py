@@ -29,9 +29,11 @@ def test_json_holds_the_machine_and_every_figure(tiny_bench):
     assert r["tiny"] is True and r["torch"] == torch.__version__
     assert r["dtype_auto"] in ("float32", "bfloat16", "float16")
     if r["device"] == "cpu":
-        assert isinstance(r["cpu_bf16_units"], bool)
+        assert isinstance(r["cpu_bf16_units"], bool) and isinstance(r["cpu_bf16_fast"], bool)
         assert isinstance(r["cpu"]["flags"], list) and "bf16_flags" in r["cpu"]
-        assert r["dtype_auto"] == ("bfloat16" if r["cpu_bf16_units"] else "float32")
+        assert r["dtype_auto"] == ("bfloat16" if r["cpu_bf16_fast"] else "float32")
+        assert r["case"] == ("bf16_units" if r["cpu_bf16_units"] else "no_bf16_units")
+        assert r["cpu_bf16_fast"] or not r["cpu_bf16_units"]
     assert r["peak_flops"]["float32"] > 0 and r["peak_flops"]["bfloat16"] > 0
 
 
@@ -54,6 +56,11 @@ def test_generation_rows(tiny_bench):
         assert gen[key]["tokens_per_s"] > 0, key
     assert gen[f"atom_generate_{G}"]["tokens_per_unit"] == G * r["shape"]["new_tokens"]
     assert gen["atom_nocache_1"]["kv_cache"] is False and gen["atom_generate_1"]["kv_cache"] is True
+    assert gen["atom_generate_1"]["precision"] == gen["atom_nocache_1"]["precision"] == r["generate_dtype_auto"]
+    assert gen["hf_generate_1"]["precision"] == "float32"
+    assert r["generate_dtype_auto"] in ("float32", r["dtype_auto"])
+    if r["generate_dtype_auto"] != "float32":  # ATOM in float32 too, so the precision's share is visible
+        assert gen["atom_generate_1_fp32"]["precision"] == "float32" and "generate_fp32_1_vs_hf" in r["ratios"]
 
 
 def test_ratios_are_positive_and_divide_the_right_rows(tiny_bench):

@@ -37,11 +37,11 @@ def test_cpu_flags_of_this_machine_is_a_cached_set():
         assert "sse2" in flags or "fpu" in flags
 
 
-def test_auto_dtype_is_float32_without_bf16_units(monkeypatch):
+def test_auto_dtype_is_float32_where_bf16_is_not_fast(monkeypatch):
     monkeypatch.delenv("ATOM_CPU_BF16", raising=False)
-    monkeypatch.setattr(D, "cpu_has_bf16_units", lambda: False)
+    monkeypatch.setattr(D, "cpu_bf16_is_fast", lambda: False)
     assert D.pick_dtype(CPU, "auto") == torch.float32
-    monkeypatch.setattr(D, "cpu_has_bf16_units", lambda: True)
+    monkeypatch.setattr(D, "cpu_bf16_is_fast", lambda: True)
     assert D.pick_dtype(CPU, "auto") == torch.bfloat16
 
 
@@ -60,7 +60,7 @@ def test_no_bf16_flags_means_no_bf16_and_no_probe(monkeypatch):
         raise AssertionError("probe ran on a CPU without bf16 flags")
 
     monkeypatch.setattr(D, "cpu_bf16_speedup", probe_must_not_run)
-    assert D.cpu_bf16_flags() == [] and D.cpu_has_bf16_units() is False
+    assert D.cpu_bf16_flags() == [] and D.cpu_bf16_is_fast() is False and D.cpu_has_bf16_units() is False
     assert D.pick_dtype(CPU, "auto") == torch.float32
 
 
@@ -68,11 +68,14 @@ def test_bf16_flags_still_need_the_probe_to_win(monkeypatch):
     monkeypatch.delenv("ATOM_CPU_BF16", raising=False)
     monkeypatch.setattr(D, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
     monkeypatch.setattr(D, "cpu_bf16_speedup", lambda: 0.1)  # flags present, but slow (e.g. an old library)
-    assert D.cpu_has_bf16_units() is False
-    monkeypatch.setattr(D, "cpu_bf16_speedup", lambda: 2.5)
-    assert D.cpu_has_bf16_units() is True
+    assert D.cpu_bf16_is_fast() is False and D.cpu_has_bf16_units() is False
+    monkeypatch.setattr(D, "cpu_bf16_speedup", lambda: 2.5)  # AVX512-BF16 dot products: fast, not matrix units
+    assert D.cpu_bf16_is_fast() is True and D.cpu_has_bf16_units() is False
+    monkeypatch.setattr(D, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}))
+    monkeypatch.setattr(D, "cpu_bf16_speedup", lambda: 9.0)  # AMX
+    assert D.cpu_bf16_is_fast() is True and D.cpu_has_bf16_units() is True
     monkeypatch.setenv("ATOM_CPU_BF16", "0")  # the escape hatch wins over both
-    assert D.cpu_has_bf16_units() is False
+    assert D.cpu_bf16_is_fast() is False and D.cpu_has_bf16_units() is False
 
 
 def test_bf16_probe_is_fast_cached_and_positive():
@@ -89,8 +92,9 @@ def test_bf16_probe_is_fast_cached_and_positive():
 
 def test_cpu_report_names_what_the_choice_rests_on():
     r = D.cpu_report()
-    assert set(r) == {"model", "bf16_flags", "bf16_matmul_speedup", "bf16_units"}
+    assert set(r) == {"model", "bf16_flags", "bf16_matmul_speedup", "bf16_fast", "bf16_units"}
     assert isinstance(r["bf16_units"], bool) and isinstance(r["model"], str)
+    assert r["bf16_fast"] or not r["bf16_units"]  # matrix units are a kind of fast bf16
 
 
 def test_pick_device_cuda_without_cuda_is_a_clear_error():
