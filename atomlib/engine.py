@@ -96,7 +96,6 @@ class Engine:
                         lin(b.mlp.c_proj)) for b in tr.h]
         self.ln_f = ln(tr.ln_f)
         self.head = Linear(model.lm_head.weight, None, self.dtype)
-        self.new_cache = model.new_cache
 
     def forward(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Append ids (B, T) after the cache.pos tokens already cached."""
@@ -125,6 +124,8 @@ class Engine:
 
 # --- one engine per model and dtype, checked once ---------------------------------------------
 
+# Keyed weakly by the model, so an engine lives as long as its model and no longer (an engine
+# holds tensors, never the model itself, or the model could not be collected).
 _ENGINES: "weakref.WeakKeyDictionary[GPT, dict]" = weakref.WeakKeyDictionary()
 
 

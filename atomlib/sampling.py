@@ -24,9 +24,10 @@ run's own torch.Generator (never the global RNG), so a seed reproduces a batch e
 Speed. The cached steps run through atomlib.engine (the model's forward as a flat sequence of
 ops on weights prepared once, checked against the model once per model), with matrix products
 in `precision`: "auto" is what training's dtype auto picks on the device, so bf16 on CPUs that
-have it natively (oneDNN-packed weights; models of 2.5M parameters and up) and float32 elsewhere. On a CPU the loop times its own
-steps on one thread and on all of them and keeps the faster (_DecodeThreads): a decode step is
-dozens of small ops, and whether splitting them pays depends on how busy the machine is.
+have it natively (oneDNN-packed weights; models of 2.5M parameters and up) and float32
+elsewhere. On a CPU the loop times its own steps on one thread and on all of them and keeps
+the faster (_DecodeThreads): a decode step is dozens of small ops, and whether splitting them
+pays depends on how busy the machine is.
 `generate_nocache` is the same loop without the cache (the whole window re-encoded every step,
 under autocast in the same precision): the reference the tests compare against and the
 benchmark's baseline row.

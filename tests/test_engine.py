@@ -190,3 +190,15 @@ def test_auto_precision_follows_the_hardware_and_the_model_size(monkeypatch):
     assert sampling.matmul_dtype("bfloat16", cpu, small) == torch.bfloat16  # asked for: given
     monkeypatch.setattr(device, "cpu_bf16_is_fast", lambda: False)  # emulated bf16: never by default
     assert sampling.matmul_dtype("auto", cpu, big) == torch.float32
+
+
+def test_an_engine_does_not_keep_its_model_alive():
+    import gc
+    import weakref
+
+    model = tiny_model()
+    assert engine.engine_for(model, torch.float32) is not None
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None  # nothing the engine cache holds refers back to the model
