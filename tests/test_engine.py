@@ -202,3 +202,11 @@ def test_an_engine_does_not_keep_its_model_alive():
     del model
     gc.collect()
     assert gone() is None  # nothing the engine cache holds refers back to the model
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 3])
+def test_tiny_blocks_are_checked_too(block_size):
+    model = tiny_model(block_size=block_size)
+    assert engine.mirrors(model)
+    g = generate(model, TOK, "ab", SamplingParams(temperature=0, max_new_tokens=5, precision="float32"))[0]
+    assert len(g.tokens) == 5
