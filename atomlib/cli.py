@@ -134,7 +134,7 @@ def _add_sample(sub):
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                   help="matrix products in this dtype (auto: bf16 where the hardware has it natively, else float32)")
+                   help="matrix products in this dtype (auto: bf16 where the CPU has it natively and the model has 2.5M+ parameters, else float32)")
     p.set_defaults(func=_run_sample)
 
 
