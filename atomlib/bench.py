@@ -329,6 +329,29 @@ def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int, gen
     return rows
 
 
+@torch.no_grad()
+def next_token_kl(atom, shape: BenchShape, device, dtype, steps: int = 20) -> float | None:
+    """The largest KL(float32 model || generation engine in dtype) of the next-token distribution
+    over a prefill and `steps` one-token steps: what generating in dtype costs in fidelity."""
+    from atomlib.engine import Engine
+
+    if dtype == torch.float32:
+        return None
+    model = copy.deepcopy(atom).to(device).eval()
+    g = torch.Generator().manual_seed(0)
+    n = min(shape.positions, shape.prompt_tokens + steps)
+    idx = torch.randint(0, shape.vocab_size, (2, n), generator=g).to(device)
+    want = torch.log_softmax(model(idx, all_logits=True)[0].float(), -1)
+    engine, cache = Engine(model, dtype), model.new_cache(2)
+    first = n - steps
+    got = [engine.forward(idx[:, :first], cache)] + [engine.forward(idx[:, t:t + 1], cache) for t in range(first, n)]
+    kl = 0.0
+    for t, logits in zip(range(first - 1, n), got):
+        p, q = want[:, t], torch.log_softmax(logits, -1)
+        kl = max(kl, float((p.exp() * (p - q)).sum(-1).max()))
+    return kl
+
+
 # --- the whole benchmark ---------------------------------------------------------------------
 
 
@@ -368,6 +391,7 @@ def run_bench(config: str = "test", tiny: bool = False, rounds: int | None = Non
     from atomlib.sampling import matmul_dtype
 
     gen_dtype = matmul_dtype("auto", dev, atom)  # what generation's precision auto picks for this model
+    precision_kl = next_token_kl(atom, shape, dev, gen_dtype)
     gen = generation_contestants(atom, hf, shape, dev, gen_rounds, gen_dtype)
     gen_s = time_rounds(gen, dev, budgets[1], "generation")
     # the best of three measurements: a busy moment must not pass for the machine's peak
@@ -421,6 +445,7 @@ def run_bench(config: str = "test", tiny: bool = False, rounds: int | None = Non
         "dtype": auto_name,
         "dtype_auto": auto_name,
         "generate_dtype_auto": str(gen_dtype).replace("torch.", ""),
+        "generate_precision_kl": precision_kl,
         "cpu_bf16_units": units,
         "cpu_bf16_fast": fast,
         "case": case,
@@ -452,6 +477,40 @@ def run_bench(config: str = "test", tiny: bool = False, rounds: int | None = Non
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         _say(f"bench: wrote {json_path}")
     return result
+
+
+def profile_tables(config: str = "test", tiny: bool = False, device: str = "auto", rows: int = 8) -> str:
+    """torch.profiler's top ops (by self CPU time) for one unit of work of the main contestants:
+    a training step of ATOM in its auto dtype and of HF in float32, and generation at batch 1 and
+    at the generation batch for both. The profile behind the README's explanations."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from atomlib.sampling import matmul_dtype
+
+    dev = D.pick_device(device)
+    shape = bench_shape(config, tiny)
+    auto_dtype = D.pick_dtype(dev, "auto")
+    emulated = dev.type == "cpu" and not D.cpu_bf16_is_fast()
+    atom, hf = build_models(shape)
+    train = {c.key: c for c in train_contestants(atom, hf, shape, dev, auto_dtype, emulated, 1, 1, False)}
+    auto_key = {torch.float32: "atom_fp32", torch.bfloat16: "atom_bf16"}.get(auto_dtype, "atom_auto")
+    gen = {c.key: c for c in generation_contestants(atom, hf, shape, dev, 1, matmul_dtype("auto", dev, atom))}
+    G = shape.gen_batch
+    chosen = [train[auto_key], train["hf_fp32"], gen["atom_generate_1"], gen["hf_generate_1"],
+              gen[f"atom_generate_{G}"], gen[f"hf_generate_{G}"]]
+    out = []
+    for c in chosen:
+        (c.warm or c.run)()
+        D.synchronize(dev)
+        t0 = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            c.run()
+            D.synchronize(dev)
+        seconds = time.perf_counter() - t0
+        out.append(f"== {c.label}: {c.tokens} tokens in {seconds:.2f} s under the profiler "
+                   f"({c.settings.get('dtype') or c.settings.get('precision')})")
+        out.append(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48))
+    return "\n".join(out)
 
 
 def measured_peaks(dev, emulated: bool) -> dict:
@@ -509,6 +568,9 @@ def format_table(r: dict) -> str:
     for key, row in r["generate"].items():
         lines.append(f"  {row['label']:40s} {row['tokens_per_s']:9,.0f} {row['best_tokens_per_s']:9,.0f} "
                      f"{row['seconds_per_unit']:8.2f}")
+    if r.get("generate_precision_kl") is not None:
+        lines.append(f"  (generation in {r['generate_dtype_auto']}: next-token KL against float32 at most "
+                     f"{r['generate_precision_kl']:.1e} over 20 steps)")
     lines.append("")
     lines.append(f"ratios (ATOM / peer, medians of the same run; case: {r['case']})")
     for key, value in r["ratios"].items():
@@ -553,9 +615,12 @@ def _accelerator_name(dev) -> str:
 
 
 def bench_command(args) -> None:
-    """`atom bench [--config NAME] [--json FILE] [--rounds N] [--tiny]`."""
+    """`atom bench [--config NAME] [--json FILE] [--rounds N] [--tiny] [--profile]`."""
     rounds = getattr(args, "rounds", None)
     if rounds is not None and rounds < 1:
         raise AtomError(f"--rounds {rounds} must be at least 1.")
+    if getattr(args, "profile", False):
+        print(profile_tables(config=args.config, tiny=args.tiny, device=getattr(args, "device", "auto")))
+        return
     run_bench(config=args.config, tiny=args.tiny, rounds=rounds, device=getattr(args, "device", "auto"),
               compile_row=getattr(args, "compile", False), json_path=args.json)

@@ -189,6 +189,8 @@ def _add_bench(sub):
     p.add_argument("--tiny", action="store_true", help="a tiny shape for a quick correctness check")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--compile", action="store_true", help="also time ATOM under torch.compile (adds its compile time)")
+    p.add_argument("--profile", action="store_true",
+                   help="instead of timing, print torch.profiler's top ops for a training step and for generation")
     p.set_defaults(func=_run_bench)
 
 

@@ -23,7 +23,8 @@ def tiny_bench(tmp_path_factory):
 
 def test_json_holds_the_machine_and_every_figure(tiny_bench):
     r, _ = tiny_bench
-    for key in ("device", "dtype", "dtype_auto", "torch", "transformers", "cpu_bf16_units", "threads",
+    for key in ("device", "dtype", "dtype_auto", "generate_dtype_auto", "generate_precision_kl", "torch",
+                "transformers", "cpu_bf16_units", "threads",
                 "peak_flops", "shape", "same_weights", "train", "generate", "ratios", "targets", "notes"):
         assert key in r, key
     assert r["tiny"] is True and r["torch"] == torch.__version__
@@ -111,3 +112,23 @@ def test_bad_rounds_is_one_clear_error():
     proc = subprocess.run(atom_cmd("bench", "--tiny", "--rounds", "0"), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "atom bench: error: --rounds 0 must be at least 1."
+
+
+def test_profile_prints_the_top_ops_of_each_contestant():
+    proc = subprocess.run(atom_cmd("bench", "--tiny", "--profile"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    headers = [line for line in proc.stdout.splitlines() if line.startswith("== ")]
+    assert len(headers) == 6, headers
+    assert any("HF GPT-2 generate, 1 sequence" in h for h in headers)
+    assert "Self CPU time total" in proc.stdout and "aten::" in proc.stdout
+
+
+def test_precision_kl_is_small_for_bf16_and_absent_for_float32():
+    from atomlib.bench import BenchShape, build_models, next_token_kl
+
+    shape = BenchShape(n_layer=2, n_head=2, n_embd=64, block_size=32, vocab_size=40, new_tokens=24, prompt_tokens=8)
+    atom, _ = build_models(shape)
+    cpu = torch.device("cpu")
+    assert next_token_kl(atom, shape, cpu, torch.float32) is None
+    kl = next_token_kl(atom, shape, cpu, torch.bfloat16)
+    assert 0 <= kl < 1e-3  # (test_engine.py shows the same measure catching a wrong engine)
