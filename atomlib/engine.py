@@ -23,6 +23,7 @@ mirror (a subclass, a changed block) so the caller uses the model's own forward.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import torch
@@ -135,6 +136,18 @@ def _signature(model: GPT) -> tuple:
     return tuple((p.data_ptr(), p._version, p.device.type) for p in model.parameters())
 
 
+@contextlib.contextmanager
+def _exact_float32():
+    """TF32 off for the check: the trainer turns it on for CUDA matmuls, and with it the same
+    product at two shapes can differ by 1e-3, which would fail a mirror that is right."""
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def mirrors(model: GPT) -> bool:
     """The float32 engine gives the model's own logits on a short sequence: prefill, then steps."""
     c = model.config
@@ -144,7 +157,7 @@ def mirrors(model: GPT) -> bool:
     idx = torch.randint(0, c.vocab_size, (2, n), generator=g).to(model.lm_head.weight.device)
     engine = Engine(model, model.lm_head.weight.dtype)
     cache = model.new_cache(2, max_len=n)
-    with torch.inference_mode():
+    with torch.inference_mode(), _exact_float32():
         want = model(idx, all_logits=True)[0].float()
         got = [engine.forward(idx[:, :first], cache)]
         got += [engine.forward(idx[:, t:t + 1], cache) for t in range(first, n)]

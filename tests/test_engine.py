@@ -210,3 +210,17 @@ def test_tiny_blocks_are_checked_too(block_size):
     assert engine.mirrors(model)
     g = generate(model, TOK, "ab", SamplingParams(temperature=0, max_new_tokens=5, precision="float32"))[0]
     assert len(g.tokens) == 5
+
+
+def test_the_mirror_check_runs_without_tf32_and_restores_it(monkeypatch):
+    seen = []
+    forward = engine.Engine.forward
+    monkeypatch.setattr(engine.Engine, "forward",
+                        lambda self, ids, cache: seen.append(torch.backends.cuda.matmul.allow_tf32) or forward(self, ids, cache))
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True  # as the trainer leaves it on CUDA
+    try:
+        assert engine.mirrors(tiny_model())
+        assert seen and not any(seen) and torch.backends.cuda.matmul.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
