@@ -133,7 +133,7 @@ def same_weights_check(atom, hf, shape: BenchShape, device) -> dict:
 class Contestant:
     key: str
     label: str
-    run: object  # callable doing one unit of work
+    run: object  # callable doing one unit of work; may return the seconds to count (else: its wall time)
     tokens: int  # tokens one unit processes or produces
     rounds: int  # at most this many timed rounds
     warmup: int = 1
@@ -163,9 +163,9 @@ def time_rounds(contestants: list[Contestant], device, budget_s: float | None, p
                 continue
             D.synchronize(device)
             t0 = time.perf_counter()
-            c.run()
+            took = c.run()
             D.synchronize(device)
-            c.seconds.append(time.perf_counter() - t0)
+            c.seconds.append(took if isinstance(took, float) else time.perf_counter() - t0)
         _say(f"{progress}: round {r + 1}/{rounds} done ({time.perf_counter() - t_start:.0f} s)")
         spent = time.perf_counter() - t_start
         if budget_s is not None and (spent > budget_s and r >= 1 or spent > 2 * budget_s):
@@ -318,6 +318,12 @@ def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int, gen
         Contestant(f"hf_generate_{G}", f"HF GPT-2 generate, batch of {G}", hf_gen(G), G * N, rounds,
                    warm=hf_gen(G, w), settings={"kv_cache": True, "precision": "float32"}),
     ]
+    # the kernels alone: how far any decode built on them could go (a bound, not a contestant)
+    floor = {"kv_cache": True, "precision": auto, "kernels_only": True}
+    for batch, label in ((1, "1 sequence"), (G, f"batch of {G}")):
+        rows.append(Contestant(f"atom_kernels_{batch}", f"ATOM kernels alone (floor), {label}",
+                               kernel_floor(atom_g, shape, device, batch, gen_dtype), batch * N, rounds,
+                               settings=floor))
     if auto != "float32":  # the same engine in float32: how much of the gain is the precision
         f32 = {"kv_cache": True, "precision": "float32"}
         rows += [Contestant("atom_generate_1_fp32", "ATOM generate float32, 1 sequence",
@@ -327,6 +333,59 @@ def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int, gen
                             atom_gen(G, precision="float32"), G * N, rounds,
                             warm=atom_gen(G, w, precision="float32"), settings=f32)]
     return rows
+
+
+def kernel_floor(atom_g, shape: BenchShape, device, batch: int, dtype):
+    """The generation's kernels alone: a lower bound on the time any decode built on them takes.
+
+    For every step of one generation (the same cache lengths), only the engine's linear products
+    (the GELU fused where the engine fuses it) and its attention calls run, on inputs made ready
+    beforehand: no embedding, LayerNorm, cast, copy, residual add, sampling or bookkeeping. Only
+    the calls are timed, each step on one thread and on all of them (a CPU), keeping the faster.
+    HF's time over this is the highest generate_vs_hf that these kernels allow on this machine."""
+    from torch.nn import functional as F
+
+    from atomlib.engine import engine_for
+
+    engine = engine_for(atom_g, dtype)
+    if engine is None:
+        raise RuntimeError("the generation engine does not mirror the bench model")
+    C, H, hd = engine.C, engine.H, engine.D
+    T0, N = shape.prompt_tokens, shape.new_tokens
+    cache = atom_g.new_cache(batch, max_len=T0 + N)
+    cache.k.normal_(), cache.v.normal_()
+    x, h = (torch.randn(batch, 1, n, device=device).to(engine.dtype) for n in (C, 4 * C))
+    q = torch.randn(batch, H, 1, hd, device=device, dtype=cache.k.dtype)
+    have = torch.get_num_threads()
+    threads = sorted({1, have}) if device.type == "cpu" else [have]
+
+    def step(end: int):
+        for i, (_, c_attn, c_proj, _, c_fc, m_proj) in enumerate(engine.layers):
+            c_attn(x)
+            F.scaled_dot_product_attention(q, cache.k[i, :, :, :end], cache.v[i, :, :, :end])
+            c_proj(x)
+            c_fc(x)
+            m_proj(h)
+        engine.head(x[:, -1])
+
+    @torch.inference_mode()
+    def run() -> float:
+        total = 0.0
+        try:
+            for t in range(N):
+                best = float("inf")
+                for n in threads:
+                    torch.set_num_threads(n)
+                    D.synchronize(device)
+                    t0 = time.perf_counter()
+                    step(T0 + t + 1)
+                    D.synchronize(device)
+                    best = min(best, time.perf_counter() - t0)
+                total += best
+        finally:
+            torch.set_num_threads(have)
+        return total
+    return run
 
 
 @torch.no_grad()
@@ -429,10 +488,14 @@ def run_bench(config: str = "test", tiny: bool = False, rounds: int | None = Non
     if "atom_generate_1_fp32" in gen_rows:  # informational: ATOM in float32 against HF in float32
         pairs["generate_fp32_1_vs_hf"] = (gen_rows, "atom_generate_1_fp32", "hf_generate_1")
         pairs[f"generate_fp32_{G}_vs_hf"] = (gen_rows, f"atom_generate_{G}_fp32", f"hf_generate_{G}")
+    # the ceilings: HF against ATOM's kernels alone, the most generate_vs_hf these kernels allow
+    pairs["generate_1_ceiling_vs_hf"] = (gen_rows, "atom_kernels_1", "hf_generate_1")
+    pairs[f"generate_{G}_ceiling_vs_hf"] = (gen_rows, f"atom_kernels_{G}", f"hf_generate_{G}")
     ratios = {k: ratio(*v) for k, v in pairs.items()}
-    ratios["generate_vs_hf"] = min(ratios["generate_1_vs_hf"], ratios[f"generate_{G}_vs_hf"])
     best = {k: best_ratio(*v) for k, v in pairs.items()}
-    best["generate_vs_hf"] = min(best["generate_1_vs_hf"], best[f"generate_{G}_vs_hf"])
+    for r in (ratios, best):
+        r["generate_vs_hf"] = min(r["generate_1_vs_hf"], r[f"generate_{G}_vs_hf"])
+        r["generate_ceiling_vs_hf"] = min(r["generate_1_ceiling_vs_hf"], r[f"generate_{G}_ceiling_vs_hf"])
     targets = {k: {"target": t, "value": ratios[k], "met": ratios[k] >= t} for k, t in TARGETS[case].items()}
     load_end = _loadavg()
     worst = max((x[0] for x in (load_start, load_end) if x), default=0.0)
@@ -530,6 +593,9 @@ def notes(shape: BenchShape, hf, tiny: bool) -> list[str]:
            "activation gelu_new (ATOM: the same tanh GELU)",
            "generation: HF in float32 (its default); ATOM in the precision `auto` picks here (rows marked "
            "float32 run ATOM's engine in float32 too); temperature 1, no top-k (pure sampling)",
+           "rows 'kernels alone' time only the engine's linear and attention calls of every step of a "
+           "generation (faster of 1 thread and all threads per step): a floor, not a way to generate; "
+           "HF over it is the ceiling of generate_vs_hf on these kernels",
            "ratios divide medians of alternating rounds of this run; ratios_best_rounds divide the best rounds"]
     if tiny:
         out.append("--tiny: a toy shape for checking that the benchmark works; its figures mean nothing")
@@ -577,6 +643,9 @@ def format_table(r: dict) -> str:
         t = None if r["tiny"] else r["targets"].get(key)
         verdict = f"target >= {t['target']}x: {'met' if t['met'] else 'NOT met'}" if t else ""
         lines.append(f"  {key:24s} {value:6.2f}x   (best rounds {r['ratios_best_rounds'][key]:5.2f}x)  {verdict}")
+    if "generate_ceiling_vs_hf" in r["ratios"]:
+        lines.append("  (ceiling: HF's time over that of ATOM's kernels alone, every other op free; a generation "
+                     "target above it is out of reach of these kernels on this machine)")
     lines.append(f"({r['seconds']['total']:.0f} s; {r['notes'][0]})")
     if r.get("busy"):
         lines.append(f"note: other processes kept this machine busy (load average up to {r['busy']} on "

@@ -62,6 +62,9 @@ def test_generation_rows(tiny_bench):
     assert r["generate_dtype_auto"] in ("float32", r["dtype_auto"])
     if r["generate_dtype_auto"] != "float32":  # ATOM in float32 too, so the precision's share is visible
         assert gen["atom_generate_1_fp32"]["precision"] == "float32" and "generate_fp32_1_vs_hf" in r["ratios"]
+    for key in ("atom_kernels_1", f"atom_kernels_{G}"):  # the floors behind the ceilings
+        assert gen[key]["kernels_only"] is True and gen[key]["tokens_per_s"] > 0, key
+    assert gen[f"atom_kernels_{G}"]["tokens_per_unit"] == G * r["shape"]["new_tokens"]
 
 
 def test_ratios_are_positive_and_divide_the_right_rows(tiny_bench):
@@ -73,6 +76,11 @@ def test_ratios_are_positive_and_divide_the_right_rows(tiny_bench):
     assert ratios["train_vs_hf_bf16"] == pytest.approx(train["atom_bf16"]["tokens_per_s"] / train["hf_bf16"]["tokens_per_s"])
     assert ratios["generate_vs_nocache"] == pytest.approx(gen["atom_generate_1"]["tokens_per_s"] / gen["atom_nocache_1"]["tokens_per_s"])
     assert ratios["generate_vs_hf"] <= ratios["generate_1_vs_hf"]
+    G = r["shape"]["gen_batch"]
+    assert ratios["generate_1_ceiling_vs_hf"] == pytest.approx(gen["atom_kernels_1"]["tokens_per_s"] / gen["hf_generate_1"]["tokens_per_s"])
+    assert ratios[f"generate_{G}_ceiling_vs_hf"] == pytest.approx(
+        gen[f"atom_kernels_{G}"]["tokens_per_s"] / gen[f"hf_generate_{G}"]["tokens_per_s"])
+    assert ratios["generate_ceiling_vs_hf"] == min(ratios["generate_1_ceiling_vs_hf"], ratios[f"generate_{G}_ceiling_vs_hf"])
     for key, t in r["targets"].items():
         assert t["met"] == (t["value"] >= t["target"])
 
@@ -132,3 +140,53 @@ def test_precision_kl_is_small_for_bf16_and_absent_for_float32():
     assert next_token_kl(atom, shape, cpu, torch.float32) is None
     kl = next_token_kl(atom, shape, cpu, torch.bfloat16)
     assert 0 <= kl < 1e-3  # (test_engine.py shows the same measure catching a wrong engine)
+
+
+def test_a_run_may_report_its_own_seconds():
+    from atomlib.bench import Contestant, time_rounds
+
+    calls = []
+    c = Contestant("x", "x", run=lambda: calls.append(1) or 0.25, tokens=10, rounds=3)
+    time_rounds([c], torch.device("cpu"), None, "test")
+    assert c.seconds == [0.25, 0.25, 0.25] and len(calls) == 4  # one warm-up, three timed
+    assert c.rates() == [40.0, 40.0, 40.0]
+
+
+def test_kernel_floor_runs_exactly_the_engines_kernels_of_every_step(monkeypatch):
+    """The floor calls each of the engine's linear layers once a step and attention once a layer,
+    over the cache lengths a generation visits (prompt + 1 ... prompt + new tokens), on every
+    thread count it tries, and gives the thread count back."""
+    import torch.nn.functional as F
+
+    from atomlib.bench import BenchShape, build_models, kernel_floor
+    from atomlib.engine import engine_for
+
+    shape = BenchShape(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=40, new_tokens=5, prompt_tokens=3)
+    atom, _ = build_models(shape)
+    atom.eval()
+    engine = engine_for(atom, torch.float32)
+    linears = [lin for layer in engine.layers for lin in (layer[1], layer[2], layer[4], layer[5])] + [engine.head]
+    counts = {id(lin): 0 for lin in linears}
+    lengths = []
+    real_sdpa = F.scaled_dot_product_attention
+
+    def sdpa(q, k, v, *a, **kw):
+        lengths.append(k.size(2))
+        return real_sdpa(q, k, v, *a, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", sdpa)
+    real_call = type(engine.head).__call__
+
+    def counted(self, x):
+        counts[id(self)] += 1
+        return real_call(self, x)
+
+    monkeypatch.setattr(type(engine.head), "__call__", counted)  # (calls look __call__ up on the class)
+    before = torch.get_num_threads()
+    seconds = kernel_floor(atom, shape, torch.device("cpu"), 2, torch.float32)()
+    tries = len({1, before})
+    assert isinstance(seconds, float) and seconds > 0
+    assert torch.get_num_threads() == before
+    assert all(n == tries * shape.new_tokens for n in counts.values()), counts
+    want = [end for end in range(4, 9) for _ in range(tries) for _ in range(shape.n_layer)]
+    assert lengths == want
