@@ -365,7 +365,10 @@ def run(cfg: TrainConfig, out_dir=None, resume: bool = False, progress: bool = T
         # rank 0 decides the folder and whether to resume; every rank then reads the same checkpoint
         run_dir = Path(dist.share(str(out_dir or default_run_dir(cfg.name))))
         resume = dist.share(bool(resume or has_checkpoint(run_dir)))
-        return _train(cfg, run_dir, resume, progress, dist, local_gas, device)
+        run_dir = _train(cfg, run_dir, resume, progress, dist, local_gas, device)
+        if dist.ddp:  # leave together: without this, rank 1 tearing gloo down while rank 0 was
+            torch.distributed.barrier()  # still finishing its last save died in SIGABRT now and then
+        return run_dir
     finally:
         if dist.ddp:
             torch.distributed.destroy_process_group()
