@@ -11,9 +11,10 @@ matrix-multiply peak of the dtype used, measured in the same run. Rows: ATOM and
 float32 (HF as a user gets it: eager PyTorch, its default attention) and under the same
 bf16 autocast, and ATOM with the settings `dtype: auto` picks on this machine.
 Generation: tokens/s for one sequence of 500 new tokens after a 16-token prompt and for a
-batch of 8 (completion mode's best-of-N), ATOM through atomlib.sampling.generate, HF
-through GPT2LMHeadModel.generate (pure sampling, its KV cache on), and ATOM without a
-KV cache (nanoGPT's way: the whole cropped context re-encoded for every token).
+batch of 8 (completion mode's best-of-N), ATOM through GPT.generate (the decode loop that
+sampling, chat and evaluation share), HF through GPT2LMHeadModel.generate (pure sampling,
+its KV cache on), and ATOM without a KV cache (nanoGPT's way: the whole cropped context
+re-encoded for every token). Both run under the process's OpenMP settings (recorded).
 """
 
 from __future__ import annotations
@@ -256,7 +257,7 @@ def train_contestants(atom, hf, shape: BenchShape, device, auto_dtype, emulated_
 
 def atom_attention(device, T: int) -> dict:
     """Which attention kernel ATOM's training forward uses in each dtype at this length."""
-    from atomlib.model import matmul_attention_is_faster
+    from atomlib.kernels import matmul_attention_is_faster
 
     out = {}
     for dtype in (torch.float32, torch.bfloat16):
@@ -269,7 +270,7 @@ def atom_attention(device, T: int) -> dict:
 
 
 def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int, gen_dtype) -> list[Contestant]:
-    from atomlib.sampling import SamplingParams, generate, generate_nocache
+    from atomlib.sampling import SamplingParams, generate_nocache
     from atomlib.tokenizer import CharTokenizer
 
     tok = CharTokenizer(shape.chars)
@@ -281,13 +282,19 @@ def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int, gen
     N = shape.new_tokens
 
     def atom_gen(batch, n=N, cached=True, precision="auto"):
+        """GPT.generate (the call a researcher types; sampling's cached loop), or the same loop
+        re-encoding its whole window every step (nanoGPT's way, no cache)."""
+        idx = torch.tensor([ids] * batch, device=device)
         params = SamplingParams(temperature=1.0, top_k=None, max_new_tokens=n, min_new_tokens=n,
                                 num_samples=batch, seed=1, precision=precision)
-        fn = generate if cached else generate_nocache
 
         def run():
-            out = fn(atom_g, tok, prompt, params)
-            assert len(out) == batch and all(len(g.tokens) == n for g in out), "ATOM generated a wrong length"
+            if cached:
+                out = atom_g.generate(idx, n, temperature=1.0, seed=1, precision=precision)
+                assert out.shape == (batch, shape.prompt_tokens + n), "ATOM generated a wrong length"
+            else:
+                out = generate_nocache(atom_g, tok, prompt, params)
+                assert len(out) == batch and all(len(g.tokens) == n for g in out), "ATOM generated a wrong length"
         return run
 
     def hf_gen(batch, n=N):
@@ -305,7 +312,7 @@ def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int, gen
     auto = str(gen_dtype).replace("torch.", "")
     cached = {"kv_cache": True, "precision": auto}
     rows = [
-        Contestant("atom_generate_1", "ATOM generate, 1 sequence", atom_gen(1), N, rounds,
+        Contestant("atom_generate_1", "ATOM model.generate, 1 sequence", atom_gen(1), N, rounds,
                    warm=atom_gen(1, w), settings=cached),
         Contestant("hf_generate_1", "HF GPT-2 generate, 1 sequence", hf_gen(1), N, rounds,
                    warm=hf_gen(1, w), settings={"kv_cache": True, "precision": "float32"}),
@@ -313,7 +320,7 @@ def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int, gen
         Contestant("atom_nocache_1", "ATOM without KV cache, 1 sequence", atom_gen(1, cached=False), N,
                    min(rounds, 2), warm=atom_gen(1, w, cached=False),
                    settings={"kv_cache": False, "window": "crop (nanoGPT)", "precision": auto}),
-        Contestant(f"atom_generate_{G}", f"ATOM generate, batch of {G}", atom_gen(G), G * N, rounds,
+        Contestant(f"atom_generate_{G}", f"ATOM model.generate, batch of {G}", atom_gen(G), G * N, rounds,
                    warm=atom_gen(G, w), settings=cached),
         Contestant(f"hf_generate_{G}", f"HF GPT-2 generate, batch of {G}", hf_gen(G), G * N, rounds,
                    warm=hf_gen(G, w), settings={"kv_cache": True, "precision": "float32"}),
@@ -326,10 +333,10 @@ def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int, gen
                                settings=floor))
     if auto != "float32":  # the same engine in float32: how much of the gain is the precision
         f32 = {"kv_cache": True, "precision": "float32"}
-        rows += [Contestant("atom_generate_1_fp32", "ATOM generate float32, 1 sequence",
+        rows += [Contestant("atom_generate_1_fp32", "ATOM model.generate float32, 1 sequence",
                             atom_gen(1, precision="float32"), N, rounds,
                             warm=atom_gen(1, w, precision="float32"), settings=f32),
-                 Contestant(f"atom_generate_{G}_fp32", f"ATOM generate float32, batch of {G}",
+                 Contestant(f"atom_generate_{G}_fp32", f"ATOM model.generate float32, batch of {G}",
                             atom_gen(G, precision="float32"), G * N, rounds,
                             warm=atom_gen(G, w, precision="float32"), settings=f32)]
     return rows
@@ -338,50 +345,48 @@ def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int, gen
 def kernel_floor(atom_g, shape: BenchShape, device, batch: int, dtype):
     """The generation's kernels alone: a lower bound on the time any decode built on them takes.
 
-    For every step of one generation (the same cache lengths), only the engine's linear products
-    (the GELU fused where the engine fuses it) and its attention calls run, on inputs made ready
-    beforehand: no embedding, LayerNorm, cast, copy, residual add, sampling or bookkeeping. Only
-    the calls are timed, each step on one thread and on all of them (a CPU), keeping the faster.
-    HF's time over this is the highest generate_vs_hf that these kernels allow on this machine."""
+    For every step of one generation (the same cache lengths), only the model's linear layers (in
+    the generation's precision, activations fused as the model fuses them) and its attention over
+    the KV cache run, on inputs made ready beforehand: no embedding, norm, cast, copy, residual
+    add, sampling or bookkeeping. Only the calls are timed, each step on one thread and on all of
+    them (a CPU), keeping the faster. HF's time over this is the highest generate_vs_hf that these
+    kernels allow on this machine."""
     from torch.nn import functional as F
 
-    from atomlib.engine import engine_for
+    from atomlib.kernels import Linear, bf16_weights
 
-    engine = engine_for(atom_g, dtype)
-    if engine is None:
-        raise RuntimeError("the generation engine does not mirror the bench model")
-    C, H, hd = engine.C, engine.H, engine.D
+    c = atom_g.config
+    H, hd = c.n_head, c.n_embd // c.n_head
     T0, N = shape.prompt_tokens, shape.new_tokens
+    linears = [m for m in atom_g.modules() if isinstance(m, Linear)]
     cache = atom_g.new_cache(batch, max_len=T0 + N)
     cache.k.normal_(), cache.v.normal_()
-    x, h = (torch.randn(batch, 1, n, device=device).to(engine.dtype) for n in (C, 4 * C))
+    inputs = [torch.randn(batch, 1, m.in_features, device=device).to(dtype) for m in linears]
     q = torch.randn(batch, H, 1, hd, device=device, dtype=cache.k.dtype)
     have = torch.get_num_threads()
     threads = sorted({1, have}) if device.type == "cpu" else [have]
 
     def step(end: int):
-        for i, (_, c_attn, c_proj, _, c_fc, m_proj) in enumerate(engine.layers):
-            c_attn(x)
+        for lin, x in zip(linears, inputs):
+            lin(x)
+        for i in range(c.n_layer):
             F.scaled_dot_product_attention(q, cache.k[i, :, :, :end], cache.v[i, :, :, :end])
-            c_proj(x)
-            c_fc(x)
-            m_proj(h)
-        engine.head(x[:, -1])
 
     @torch.inference_mode()
     def run() -> float:
         total = 0.0
         try:
-            for t in range(N):
-                best = float("inf")
-                for n in threads:
-                    torch.set_num_threads(n)
-                    D.synchronize(device)
-                    t0 = time.perf_counter()
-                    step(T0 + t + 1)
-                    D.synchronize(device)
-                    best = min(best, time.perf_counter() - t0)
-                total += best
+            with D.autocast(device, dtype), bf16_weights({}):
+                for t in range(N):
+                    best = float("inf")
+                    for n in threads:
+                        torch.set_num_threads(n)
+                        D.synchronize(device)
+                        t0 = time.perf_counter()
+                        step(T0 + t + 1)
+                        D.synchronize(device)
+                        best = min(best, time.perf_counter() - t0)
+                    total += best
         finally:
             torch.set_num_threads(have)
         return total
@@ -390,9 +395,9 @@ def kernel_floor(atom_g, shape: BenchShape, device, batch: int, dtype):
 
 @torch.no_grad()
 def next_token_kl(atom, shape: BenchShape, device, dtype, steps: int = 20) -> float | None:
-    """The largest KL(float32 model || generation engine in dtype) of the next-token distribution
+    """The largest KL(float32 model || the model decoding in dtype) of the next-token distribution
     over a prefill and `steps` one-token steps: what generating in dtype costs in fidelity."""
-    from atomlib.engine import Engine
+    from atomlib.kernels import bf16_weights
 
     if dtype == torch.float32:
         return None
@@ -401,12 +406,13 @@ def next_token_kl(atom, shape: BenchShape, device, dtype, steps: int = 20) -> fl
     n = min(shape.positions, shape.prompt_tokens + steps)
     idx = torch.randint(0, shape.vocab_size, (2, n), generator=g).to(device)
     want = torch.log_softmax(model(idx, all_logits=True)[0].float(), -1)
-    engine, cache = Engine(model, dtype), model.new_cache(2)
-    first = n - steps
-    got = [engine.forward(idx[:, :first], cache)] + [engine.forward(idx[:, t:t + 1], cache) for t in range(first, n)]
+    cache, first = model.new_cache(2), n - steps
+    with torch.inference_mode(), D.autocast(device, dtype), bf16_weights({}):
+        got = [model(idx[:, :first], cache=cache)[0]]
+        got += [model(idx[:, t:t + 1], cache=cache)[0] for t in range(first, n)]
     kl = 0.0
     for t, logits in zip(range(first - 1, n), got):
-        p, q = want[:, t], torch.log_softmax(logits, -1)
+        p, q = want[:, t], torch.log_softmax(logits[:, -1].float(), -1)
         kl = max(kl, float((p.exp() * (p - q)).sum(-1).max()))
     return kl
 
@@ -517,6 +523,7 @@ def run_bench(config: str = "test", tiny: bool = False, rounds: int | None = Non
         "transformers": _version("transformers"),
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
+        "openmp": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
         "cpu_count": os.cpu_count(),
         "cpu": {**D.cpu_report(), "flags": sorted(D.cpu_flags())} if dev.type == "cpu" else None,
         "load_average": {"start": load_start, "end": load_end},
@@ -608,7 +615,8 @@ def notes(shape: BenchShape, hf, tiny: bool) -> list[str]:
 def format_table(r: dict) -> str:
     cpu = r["cpu"] or {}
     s = r["shape"]
-    lines = [f"ATOM-GPT bench: {r['device']} ({r['device_name']}), {r['threads']} threads, torch {r['torch']}, "
+    omp = ", ".join(f"{k}={v}" for k, v in (r.get("openmp") or {}).items() if v) or "OpenMP defaults"
+    lines = [f"ATOM-GPT bench: {r['device']} ({r['device_name']}), {r['threads']} threads ({omp}), torch {r['torch']}, "
              f"transformers {r['transformers']}"]
     if r["device"] == "cpu":
         speed = cpu.get("bf16_matmul_speedup")

@@ -101,12 +101,21 @@ def _fsync_dir(folder: Path) -> None:
         pass
 
 
-def model_tensors(model) -> dict:
-    """The state dict with tied weights stored once (lm_head.weight is the token embedding)."""
+def _unwrap(model):
     model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
-    model = getattr(model, "module", model)  # DDP wrapper
+    return getattr(model, "module", model)  # DDP wrapper
+
+
+def _tied(model) -> bool:
+    return getattr(getattr(model, "config", None), "tie_embeddings", True)
+
+
+def model_tensors(model) -> dict:
+    """The state dict, a tied output head stored once (as the token embedding)."""
+    model = _unwrap(model)
     sd = model.state_dict()
-    sd.pop("lm_head.weight", None)
+    if _tied(model):
+        sd.pop("lm_head.weight", None)
     return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
 
 
@@ -204,10 +213,11 @@ def _read_tensors(path: Path, step: str) -> dict:
 
 
 def restore_model(model, tensors: dict) -> None:
-    """Load saved weights into a model built with the same GPTConfig (re-tying lm_head)."""
-    target = getattr(getattr(model, "_orig_mod", model), "module", getattr(model, "_orig_mod", model))
+    """Load saved weights into a model built with the same GPTConfig (a tied head is the embedding)."""
+    target = _unwrap(model)
     missing, unexpected = target.load_state_dict(tensors, strict=False)
-    missing = [k for k in missing if k != "lm_head.weight"]
+    if _tied(target):
+        missing = [k for k in missing if k != "lm_head.weight"]
     if missing or unexpected:
         raise AtomError(f"checkpoint does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]}).")
 

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import os
 import platform
+import statistics
 import time
 
 import torch
@@ -88,7 +89,8 @@ def cpu_bf16_speedup(n: int = 512, budget_s: float = 0.3) -> float:
     per core is the ratio of the whole CPU). A clear answer (emulated: < 0.5x; units: > 2x)
     comes after a few tries; a borderline one keeps sampling until the time budget is spent.
     """
-    a32, b32 = torch.randn(n, n), torch.randn(n, n)
+    g = torch.Generator().manual_seed(0)  # its own: a probe must not move the global random stream
+    a32, b32 = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
     a16, b16 = a32.bfloat16(), b32.bfloat16()
 
     def seconds(a, b):
@@ -193,3 +195,80 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32,
 
 def describe(device: torch.device, dtype: torch.dtype) -> str:
     return f"{device.type} {str(dtype).replace('torch.', '')}"
+
+
+class ThreadChoice:
+    """Chooses torch's intra-op thread count on a CPU by timing real steps: one thread against all.
+
+    Small models run many small parallel regions a step. On an idle machine splitting them over
+    the cores pays; on a busy one a thread that is not scheduled holds the others up at every
+    region's barrier, and one thread is faster (the README's step-time table measures both).
+    Neither can be assumed, so the first steps alternate the candidates (after `warmup` steps), the faster by
+    median is kept (the first candidate, all threads, unless another is faster by `margin`: a
+    probe's noise must not cost an idle machine its cores), and with `reprobe` the choice is
+    checked again every that many steps.
+    on()/off() bracket the work (a consumer of a stream never runs with the choice). `fixed` (or
+    the environment variable `env`, 0 meaning torch's own setting) skips the timing.
+    """
+
+    def __init__(self, device: torch.device, env: str, enabled: bool = True, fixed: int | None = None,
+                 probe: int = 6, warmup: int = 2, reprobe: int | None = 256, margin: float = 0.1):
+        self.have = torch.get_num_threads()
+        want = os.environ.get(env, "").strip()
+        if device.type != "cpu" or not enabled:
+            self.candidates = []
+        elif fixed is not None:
+            self.candidates = [fixed]
+        elif want.isdigit():
+            self.candidates = [int(want)] if int(want) else []
+        else:
+            self.candidates = [self.have, 1] if self.have > 1 else []
+        self.PROBE, self.REPROBE, self.margin = probe, reprobe, margin
+        self.choice = self.candidates[0] if self.candidates else None
+        self.times = {c: [] for c in self.candidates}
+        self.steps = 0
+        self.probe_end = warmup + 2 * probe if len(self.candidates) > 1 else 0
+        self.active = False
+
+    @property
+    def decided(self) -> bool:
+        """True once the choice is made (or there was nothing to choose)."""
+        return self.steps >= self.probe_end
+
+    def _fastest(self) -> int:
+        first, *others = self.candidates
+        best = min(others, key=lambda c: statistics.median(self.times[c]), default=first)
+        faster = statistics.median(self.times[best]) < (1 - self.margin) * statistics.median(self.times[first])
+        return best if faster else first
+
+    def on(self):
+        if self.choice is not None and not self.active:
+            torch.set_num_threads(self.choice)
+            self.active = True
+
+    def off(self):
+        if self.active:
+            torch.set_num_threads(self.have)
+            self.active = False
+
+    def record(self, seconds: float):
+        """One step took this long with the current choice; pick the next step's thread count."""
+        if not self.probe_end:
+            return
+        self.steps += 1
+        if self.steps > self.probe_end - 2 * self.PROBE:  # not a warm-up step
+            self.times[self.choice].append(seconds)
+        if self.steps < self.probe_end:
+            nxt = self.candidates[self.steps % 2]
+        else:
+            if self.steps == self.probe_end:
+                nxt = self._fastest()
+            else:
+                nxt = self.choice
+            if self.REPROBE is not None and self.steps >= self.probe_end + self.REPROBE:  # the load may have changed
+                self.times = {c: [] for c in self.candidates}
+                self.probe_end = self.steps + 2 * self.PROBE
+        if nxt != self.choice:
+            self.choice = nxt
+            if self.active:
+                torch.set_num_threads(nxt)

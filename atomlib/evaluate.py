@@ -187,6 +187,7 @@ def val_loss(model, tokens, block_size: int | None = None, batch_size: int = 32,
     from tqdm.auto import tqdm
 
     from atomlib.device import autocast, pick_dtype
+    from atomlib.kernels import bf16_weights
 
     block = block_size or model.config.block_size
     n_win = val_windows(len(tokens), block)
@@ -202,7 +203,7 @@ def val_loss(model, tokens, block_size: int | None = None, batch_size: int = 32,
     batches = range(0, len(starts), batch_size)
     was_training = model.training
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), bf16_weights({}):  # bf16: each weight cast once for the whole split
         for b in tqdm(batches, desc="val loss", unit="batch", disable=not progress, leave=False):
             rows = np.stack([np.asarray(tokens[s:s + block + 1], dtype=np.int64) for s in starts[b:b + batch_size]])
             xy = torch.from_numpy(rows).to(device)
@@ -396,6 +397,16 @@ def generate_samples(model, tokenizer, prompts: Sequence[dict], num_samples: int
                         "filter": apply_filters(g.text, prompt=framed,
                                                 complete=True if g.finish_reason in ("stop", "eot") else None)})
     return out
+
+
+def sample_known_words(model, tokenizer, num_samples: int = 2, seed: int = 1234, progress: bool = True) -> float | None:
+    """The model's known-word rate as `atom eval` measures it (its prompt set, presets, seeds and
+    measure), without the rest of the evaluation: what `atom race` reports for each run."""
+    from atomlib.filters import is_word
+
+    prompts, _ = load_prompts()
+    samples = generate_samples(model, tokenizer, prompts, num_samples, seed, progress=progress)
+    return _mean(known_word_rate(s["output"], is_word) for s in samples)
 
 
 def completion_samples(model, tokenizer, lines: Sequence[str], seed: int, n: int = 8,

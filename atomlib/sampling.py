@@ -1,12 +1,14 @@
 """Generation: temperature, top-k, top-p, penalties, stop rules, batches and streaming.
 
-One loop serves the CLI (`atom sample`), the notebooks, the chat and the evaluation:
+One loop serves the CLI (`atom sample`), the notebooks, the chat, the evaluation and
+`GPT.generate` (token ids in, token ids out, as in nanoGPT):
 
     params = SamplingParams(temperature=0.8, top_p=0.95, stop=("\\n\\n",), seed=1)
     gens = generate(model, tokenizer, "By the river of blood", params)   # -> list[Generation]
 
 How a step works. The prompt is encoded once and prefilled into the model's preallocated
-KV cache (once, at batch 1, then copied into every row when `num_samples` > 1); after that
+KV cache (once, at batch 1, then copied into every row when `num_samples` > 1, or one row per
+sample when each has its own prompt); after that
 each step feeds one token per row. When the cache is full (block_size tokens) the window
 slides: the cache is reset and the last `window_keep` tokens (half a block by default) are
 prefilled again, so generation runs past block_size at the cost of one short prefill every
@@ -21,13 +23,13 @@ penalties (OpenAI: over the generated tokens), the end-of-text ban before
 `min_new_tokens`, temperature (0 = greedy), top-k, top-p; then one token is drawn with the
 run's own torch.Generator (never the global RNG), so a seed reproduces a batch exactly.
 
-Speed. The cached steps run through atomlib.engine (the model's forward as a flat sequence of
-ops on weights prepared once, checked against the model once per model), with matrix products
+Speed. Each step is the model's own forward with the cache (model.py), with matrix products
 in `precision`: "auto" is what training's dtype auto picks on the device, so bf16 on CPUs that
-have it natively (oneDNN-packed weights; models of 2.5M parameters and up) and float32
-elsewhere. On a CPU the loop times its own steps on one thread and on all of them and keeps
-the faster (_DecodeThreads): a decode step is dozens of small ops, and whether splitting them
-pays depends on how busy the machine is.
+have it natively (through autocast; the Linear layers then use bf16 weights packed once for
+oneDNN, kernels.py; models of 16M parameters and up) and float32 elsewhere. On a CPU the loop
+times its own steps on one thread and on all of them and keeps the faster (device.ThreadChoice): a
+decode step is dozens of small ops, and whether splitting them pays depends on how busy the
+machine is.
 `generate_nocache` is the same loop without the cache (the whole window re-encoded every step,
 under autocast in the same precision): the reference the tests compare against and the
 benchmark's baseline row.
@@ -37,8 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -48,7 +48,9 @@ from typing import Callable, Iterator
 import torch
 from torch.nn import functional as F
 
+from atomlib.device import ThreadChoice, autocast, pick_dtype
 from atomlib.errors import AtomError
+from atomlib.kernels import bf16_weights
 
 DEFAULT_PROMPT = "\n"  # nanoGPT's sample.py starts from a newline too
 FINISH_REASONS = ("length", "stop", "eot", "aborted")
@@ -212,82 +214,16 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-class _DecodeThreads:
-    """Chooses torch's intra-op thread count for the decode loop by timing it.
-
-    A decode step is a few dozen small ops. On an idle machine splitting them over the cores
-    pays (measured at the `test` shape, batch 8: 1.6x faster on 2 threads than on 1); on a busy
-    one a thread that is not scheduled holds the others up at every op's barrier (measured:
-    the same steps 3-6x slower on 2 threads than on 1 with one core taken). Neither can be
-    assumed, so the loop alternates one thread and all of them for its first steps, keeps the
-    faster (median step time), and checks again every REPROBE steps. on()/off() nest around
-    every yield, so a consumer of a stream never runs with the decode setting.
-    ATOM_DECODE_THREADS=N fixes the count (0: torch's own setting, no tuning)."""
-
-    PROBE = 6  # timed steps per candidate in a probe
-    REPROBE = 256
-
-    def __init__(self, device: torch.device, tiny_ops: bool = True):
-        self.have = torch.get_num_threads()
-        want = os.environ.get("ATOM_DECODE_THREADS", "").strip()
-        if device.type != "cpu" or not tiny_ops:  # (no cache: whole windows are real matrix work)
-            self.candidates = []
-        elif want.isdigit():
-            self.candidates = [int(want)] if int(want) else []
-        else:
-            self.candidates = [1, self.have] if self.have > 1 else []
-        self.choice = self.candidates[0] if self.candidates else None
-        self.times = {c: [] for c in self.candidates}
-        self.steps = 0
-        self.probe_end = 2 + 2 * self.PROBE if len(self.candidates) > 1 else 0  # (2 warm-up steps)
-        self.active = False
-
-    def on(self):
-        if self.choice is not None and not self.active:
-            torch.set_num_threads(self.choice)
-            self.active = True
-
-    def off(self):
-        if self.active:
-            torch.set_num_threads(self.have)
-            self.active = False
-
-    def record(self, seconds: float):
-        """One step took this long with the current choice; pick the next step's thread count."""
-        if not self.probe_end:
-            return
-        self.steps += 1
-        if self.steps > self.probe_end - 2 * self.PROBE:  # not a warm-up step
-            self.times[self.choice].append(seconds)
-        if self.steps < self.probe_end:
-            nxt = self.candidates[self.steps % 2]
-        else:
-            if self.steps == self.probe_end:
-                nxt = min(self.candidates, key=lambda c: statistics.median(self.times[c]))
-            else:
-                nxt = self.choice
-            if self.steps >= self.probe_end + self.REPROBE:  # the load may have changed: probe again
-                self.times = {c: [] for c in self.candidates}
-                self.probe_end = self.steps + 2 * self.PROBE
-        if nxt != self.choice:
-            self.choice = nxt
-            if self.active:
-                torch.set_num_threads(nxt)
-
-
-# Below this many parameters a model's weights sit in the CPU's caches and a decode step is
-# bound by per-op overhead, which bf16's casts and oneDNN's calls add to. Measured here
-# (AVX512-BF16, ms per token, float32 / bf16): 0.85M params 0.47 / 0.86 at batch 1; 3.3M 1.01 /
-# 1.02 at batch 1 and 2.77 / 1.98 at batch 8; 4.8M 2.68 / 1.70 at batch 1.
-BF16_DECODE_MIN_PARAMS = 2_500_000
+# Below this many parameters a decode step is bound by per-call overhead, which bf16's casts and
+# oneDNN's calls add to, more than by reading the weights, which bf16 halves; where the two cross
+# depends on the CPU (README, Performance, shows where it did here).
+BF16_DECODE_MIN_PARAMS = 16_000_000
 
 
 def matmul_dtype(precision: str, device: torch.device, model=None) -> torch.dtype:
     """The dtype of generation's matrix products. 'auto' is what training's dtype auto picks on
     this device (bf16 only where the hardware does it natively and fast, float32 elsewhere),
     except that on a CPU models under BF16_DECODE_MIN_PARAMS decode in float32 (faster there)."""
-    from atomlib.device import pick_dtype
-
     dtype = pick_dtype(device, precision)
     if (precision == "auto" and dtype == torch.bfloat16 and device.type == "cpu" and model is not None
             and sum(p.numel() for p in model.parameters()) < BF16_DECODE_MIN_PARAMS):
@@ -303,28 +239,32 @@ def _start_ids(tokenizer) -> list[int]:
     return ids[:1] or [0]
 
 
+def _weight_store(dtype: torch.dtype) -> dict | None:
+    """Where one generation keeps its bf16 weights (kernels.bf16_weights); None in other precisions,
+    so the Linear layers skip the check on every call."""
+    return {} if dtype == torch.bfloat16 else None
+
+
 class _CachedWindow:
-    """Feeds the model through its KV cache (with atomlib.engine where it mirrors the model);
-    slides the window when the cache is full."""
+    """Feeds the model through its KV cache, one token a step; slides the window when the cache
+    is full. Matrix products run in `dtype` (bf16 through autocast, which the model's Linear
+    layers serve from weights prepared once, see kernels.py)."""
 
     def __init__(self, model, batch: int, keep: int, dtype: torch.dtype):
-        from atomlib.engine import engine_for
-
-        self.model, self.batch, self.keep = model, batch, keep
+        self.model, self.batch, self.keep, self.dtype = model, batch, keep, dtype
         self.block = model.config.block_size
-        self.engine = engine_for(model, dtype)
         self.cache = model.new_cache(batch)
+        self.weights = _weight_store(dtype)
 
     def forward(self, ids: torch.Tensor, cache) -> torch.Tensor:
-        if self.engine is not None:
-            return self.engine.forward(ids, cache)
-        return self.model(ids, cache=cache)[0][:, -1, :]
+        with autocast(ids.device, self.dtype), bf16_weights(self.weights):
+            return self.model(ids, cache=cache)[0][:, -1].float()
 
     def prefill(self, prompt: torch.Tensor) -> torch.Tensor:
-        ctx = prompt[:, -self.block:]  # (1, n)
-        if self.batch == 1:
+        ctx = prompt[:, -self.block:]  # (1 or batch, n)
+        if ctx.size(0) == self.batch:
             return self.forward(ctx, self.cache)
-        # encode the prompt once, then copy its keys/values into every row of the batch cache
+        # one prompt for every row: encode it once, then copy its keys/values into each row
         n = ctx.size(1)
         one = self.model.new_cache(1, max_len=n)
         logits = self.forward(ctx, one)
@@ -353,11 +293,10 @@ class _UncachedWindow:
         self.block = model.config.block_size
         self.start = 0
         self.dtype = dtype
+        self.weights = _weight_store(dtype)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        from atomlib.device import autocast
-
-        with autocast(ids.device, self.dtype):  # the cached path's precision, the way training runs it
+        with autocast(ids.device, self.dtype), bf16_weights(self.weights):  # the cached path's precision
             return self.model(ids)[0][:, -1, :].float()
 
     def prefill(self, prompt: torch.Tensor) -> torch.Tensor:
@@ -478,27 +417,29 @@ class _TextTracker:
 
 
 @torch.inference_mode()
-def _generation_steps(model, tokenizer, prompt: str, params: SamplingParams | None,
+def _generation_steps(model, prompt: torch.Tensor, params: SamplingParams | None, tokenizer=None,
                       should_stop: Callable[[], bool] | None = None, streaming: bool = False,
                       cached: bool = True, window: str = "slide"):
-    """The generation loop as a generator: yields (sample_index, text_piece) while streaming and
-    returns the list of Generation (StopIteration.value)."""
+    """The decode loop, as a generator: yields (sample_index, text_piece) while streaming and returns
+    (ids (B, n), logprobs (B, n), tracker or None, finish reason of the unfinished) as StopIteration.value.
+
+    prompt: token ids (1, T0), one prompt for every sample, or (num_samples, T0), one per row.
+    The tokenizer is needed only for text: stop strings, streaming, end-of-text."""
     params = (params or SamplingParams()).checked()
     dev = model_device(model)
     block = model.config.block_size
     B, N = params.num_samples, params.max_new_tokens
     keep = min(params.window_keep or max(block // 2, 1), block)
     eot = getattr(tokenizer, "eot_token", None) if params.stop_at_eot else None
-
-    prompt_ids = tokenizer.encode(prompt) if prompt else []
-    prompt_ids = prompt_ids or _start_ids(tokenizer)
-    T0 = len(prompt_ids)
-    if N == 0:
-        return [Generation("", [], [], "length") for _ in range(B)]
+    if prompt.size(0) not in (1, B):
+        raise AtomError(f"{prompt.size(0)} prompt rows for num_samples={B}; give one prompt or one per sample.")
+    T0 = prompt.size(1)
 
     seq = torch.empty((B, T0 + N), dtype=torch.long, device=dev)  # prompt + every sampled id, on device
-    seq[:, :T0] = torch.tensor(prompt_ids, dtype=torch.long, device=dev)
+    seq[:, :T0] = prompt.to(dev)
     logprobs = torch.empty((B, N), dtype=torch.float32, device=dev)
+    if N == 0:
+        return seq[:, T0:], logprobs, None, "length"
     gen = torch.Generator(device=dev)
     if params.seed is None:
         gen.seed()
@@ -526,26 +467,26 @@ def _generation_steps(model, tokenizer, prompt: str, params: SamplingParams | No
         eot_index = torch.tensor([eot], device=dev)
 
     tracker = None
-    if params.stop or streaming or (eot is not None and dev.type == "cpu"):
+    if tokenizer is not None and (params.stop or streaming or (eot is not None and dev.type == "cpu")):
         tracker = _TextTracker(tokenizer, B, params, eot, streaming)
     watch_eot = eot is not None and tracker is None  # accelerators: look at a device-side flag now and then
     if watch_eot:
         ended = torch.zeros(B, dtype=torch.bool, device=dev)
 
-    threads = _DecodeThreads(dev, tiny_ops=cached)
+    threads = ThreadChoice(dev, "ATOM_DECODE_THREADS", enabled=cached)  # (no cache: real matrix work)
     dtype = matmul_dtype(params.precision, dev, model)
     was_training = model.training
     model.eval()  # no dropout while sampling, even mid-training; the mode is given back below
     win = _CachedWindow(model, B, keep, dtype) if cached else _UncachedWindow(model, B, keep, dtype, window)
     threads.on()
     try:
-        logits = win.prefill(seq[:1, :T0])
+        logits = win.prefill(seq[:prompt.size(0), :T0])
         n, aborted = 0, False
         if should_stop is not None and should_stop():
             aborted = True
             N = 0
         for t in range(N):
-            raw = logits.float()
+            raw = logits
             x = raw
             if use_rep:
                 x = apply_repetition_penalty(x, recent > 0, params.repetition_penalty)
@@ -600,21 +541,47 @@ def _generation_steps(model, tokenizer, prompt: str, params: SamplingParams | No
     finally:
         threads.off()
         model.train(was_training)
-
-    # collect: one host transfer for the whole batch
-    ids = seq[:, T0:T0 + n].tolist()
-    lps = logprobs[:, :n].tolist()
+    reason = "aborted" if aborted else "length"
     if tracker is not None:
-        yield from tracker.close(n, "aborted" if aborted else "length")
+        yield from tracker.close(n, reason)
+    return seq[:, T0:T0 + n], logprobs[:, :n], tracker, reason
+
+
+def _generations(tokenizer, eot: int | None, ids: torch.Tensor, logprobs: torch.Tensor, tracker,
+                 reason: str) -> list[Generation]:
+    """The decode loop's result as one Generation per sample (one host transfer for the batch)."""
+    ids, lps = ids.tolist(), logprobs.tolist()
+    if tracker is not None:
         return [Generation(tracker.texts[i], ids[i][:tracker.ntokens[i]], lps[i][:tracker.ntokens[i]],
-                           tracker.reasons[i]) for i in range(B)]
+                           tracker.reasons[i]) for i in range(len(ids))]
     out = []
-    for i in range(B):
-        k, reason = n, "aborted" if aborted else "length"
-        if eot is not None and eot in ids[i]:
-            k, reason = ids[i].index(eot), "eot"
-        out.append(Generation(tokenizer.decode(ids[i][:k]), ids[i][:k], lps[i][:k], reason))
+    for row, lp in zip(ids, lps):
+        k, why = len(row), reason
+        if eot is not None and eot in row:
+            k, why = row.index(eot), "eot"
+        out.append(Generation(tokenizer.decode(row[:k]), row[:k], lp[:k], why))
     return out
+
+
+def _text_steps(model, tokenizer, prompt: str, params: SamplingParams | None, should_stop=None,
+                streaming: bool = False, cached: bool = True, window: str = "slide"):
+    """The decode loop on a text prompt: yields streamed pieces, returns the list of Generation."""
+    params = (params or SamplingParams()).checked()
+    ids = (tokenizer.encode(prompt) if prompt else []) or _start_ids(tokenizer)
+    result = yield from _generation_steps(model, torch.tensor([ids], dtype=torch.long), params, tokenizer,
+                                          should_stop, streaming, cached, window)
+    eot = getattr(tokenizer, "eot_token", None) if params.stop_at_eot else None
+    return _generations(tokenizer, eot, *result)
+
+
+def decode_ids(model, prompt: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """The new token ids (B, n) after prompt ids (1 or B rows): the decode loop without text."""
+    steps = _generation_steps(model, prompt, params)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value[0]
 
 
 def _drive(steps, on_token):
@@ -635,7 +602,7 @@ def generate(model, tokenizer, prompt: str, params: SamplingParams | None = None
     on_token(sample_index, text_piece) is called as text arrives (pieces of a sample
     concatenate to its final text); should_stop() is polled every step and, once true, ends
     every unfinished sample with finish_reason "aborted"."""
-    steps = _generation_steps(model, tokenizer, prompt, params, should_stop, streaming=on_token is not None)
+    steps = _text_steps(model, tokenizer, prompt, params, should_stop, streaming=on_token is not None)
     return _drive(steps, on_token)
 
 
@@ -647,8 +614,8 @@ def generate_nocache(model, tokenizer, prompt: str, params: SamplingParams | Non
     sample.py: the usual no-cache generation, and the benchmark's baseline. window="slide"
     moves the window exactly as generate() does, so a seed gives the same tokens (up to float
     rounding) even past block_size: the tests' reference."""
-    steps = _generation_steps(model, tokenizer, prompt, params, should_stop,
-                              streaming=on_token is not None, cached=False, window=window)
+    steps = _text_steps(model, tokenizer, prompt, params, should_stop,
+                        streaming=on_token is not None, cached=False, window=window)
     return _drive(steps, on_token)
 
 
@@ -657,7 +624,7 @@ def stream(model, tokenizer, prompt: str, params: SamplingParams | None = None,
     """Text pieces of sample 0 as they are generated (a UI's typing effect). The generator's
     return value (StopIteration.value) is the full list of Generation. Closing it early
     (break) stops the generation."""
-    steps = _generation_steps(model, tokenizer, prompt, params, should_stop, streaming=True)
+    steps = _text_steps(model, tokenizer, prompt, params, should_stop, streaming=True)
     while True:
         try:
             i, piece = next(steps)

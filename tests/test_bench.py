@@ -139,7 +139,7 @@ def test_precision_kl_is_small_for_bf16_and_absent_for_float32():
     cpu = torch.device("cpu")
     assert next_token_kl(atom, shape, cpu, torch.float32) is None
     kl = next_token_kl(atom, shape, cpu, torch.bfloat16)
-    assert 0 <= kl < 1e-3  # (test_engine.py shows the same measure catching a wrong engine)
+    assert 0 <= kl < 1e-3  # (test_kernels.py shows the same measure catching a decoding mistake)
 
 
 def test_a_run_may_report_its_own_seconds():
@@ -152,20 +152,20 @@ def test_a_run_may_report_its_own_seconds():
     assert c.rates() == [40.0, 40.0, 40.0]
 
 
-def test_kernel_floor_runs_exactly_the_engines_kernels_of_every_step(monkeypatch):
-    """The floor calls each of the engine's linear layers once a step and attention once a layer,
+def test_kernel_floor_runs_exactly_the_models_kernels_of_every_step(monkeypatch):
+    """The floor calls each of the model's linear layers once a step and attention once a layer,
     over the cache lengths a generation visits (prompt + 1 ... prompt + new tokens), on every
     thread count it tries, and gives the thread count back."""
     import torch.nn.functional as F
 
+    from atomlib import kernels
     from atomlib.bench import BenchShape, build_models, kernel_floor
-    from atomlib.engine import engine_for
 
     shape = BenchShape(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=40, new_tokens=5, prompt_tokens=3)
     atom, _ = build_models(shape)
     atom.eval()
-    engine = engine_for(atom, torch.float32)
-    linears = [lin for layer in engine.layers for lin in (layer[1], layer[2], layer[4], layer[5])] + [engine.head]
+    linears = [m for m in atom.modules() if isinstance(m, kernels.Linear)]
+    assert len(linears) == 4 * shape.n_layer + 1  # qkv, attention out, MLP in and out; the head
     counts = {id(lin): 0 for lin in linears}
     lengths = []
     real_sdpa = F.scaled_dot_product_attention
@@ -175,13 +175,13 @@ def test_kernel_floor_runs_exactly_the_engines_kernels_of_every_step(monkeypatch
         return real_sdpa(q, k, v, *a, **kw)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", sdpa)
-    real_call = type(engine.head).__call__
+    real_forward = kernels.Linear.forward
 
     def counted(self, x):
         counts[id(self)] += 1
-        return real_call(self, x)
+        return real_forward(self, x)
 
-    monkeypatch.setattr(type(engine.head), "__call__", counted)  # (calls look __call__ up on the class)
+    monkeypatch.setattr(kernels.Linear, "forward", counted)
     before = torch.get_num_threads()
     seconds = kernel_floor(atom, shape, torch.device("cpu"), 2, torch.float32)()
     tries = len({1, before})

@@ -221,6 +221,26 @@ def test_generate_shape_top_k_and_sliding_window():
     assert long.shape == (2, 45) and int(long.min()) >= 0 and int(long.max()) < 50
 
 
+def test_generate_is_the_decode_loop_and_reproducible_under_manual_seed():
+    from atomlib.sampling import SamplingParams, decode_ids
+
+    model = small_model()
+    idx = torch.randint(0, 50, (3, 6))  # three different prompts, one per row
+    torch.manual_seed(7)
+    a = model.generate(idx, max_new_tokens=12, temperature=0.9, top_k=10)
+    torch.manual_seed(7)
+    b = model.generate(idx, max_new_tokens=12, temperature=0.9, top_k=10)
+    assert torch.equal(a, b)
+    # the same loop sampling.generate runs: an explicit seed gives what decode_ids gives
+    c = model.generate(idx, max_new_tokens=12, temperature=0.9, top_k=10, seed=3)
+    p = SamplingParams(temperature=0.9, top_k=10, max_new_tokens=12, min_new_tokens=12, num_samples=3, seed=3,
+                       stop_at_eot=False)
+    assert torch.equal(c[:, 6:], decode_ids(model, idx, p))
+    # each row continues its own prompt: row 0 alone gives row 0's tokens under greedy decoding
+    g = model.generate(idx, max_new_tokens=8, temperature=0)
+    assert torch.equal(g[:1], model.generate(idx[:1], max_new_tokens=8, temperature=0))
+
+
 def test_generate_with_top_k_1_is_greedy():
     model = small_model()
     idx = torch.randint(0, 50, (1, 4))
@@ -251,37 +271,6 @@ def test_crop_block_size():
 # --- the CPU fast paths keep the math ------------------------------------------------------
 
 
-def test_matmul_attention_equals_sdpa_with_gradients():
-    from torch.nn import functional as F
-
-    from atomlib.model import causal_attention_matmul, matmul_attention_is_faster
-
-    q, k, v = (torch.randn(2, 3, 17, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    ours = causal_attention_matmul(q, k, v)
-    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    torch.testing.assert_close(ours, ref)
-    g = torch.randn_like(ref)
-    grads = torch.autograd.grad(ours, (q, k, v), g)
-    ref_grads = torch.autograd.grad(ref, (q, k, v), g)
-    for a, b in zip(grads, ref_grads):
-        torch.testing.assert_close(a, b)
-    assert matmul_attention_is_faster(torch.empty(1, 1, 256, 8, dtype=torch.bfloat16))
-    assert not matmul_attention_is_faster(torch.empty(1, 1, 256, 8))  # float32: SDPA
-    assert not matmul_attention_is_faster(torch.empty(1, 1, 1024, 8, dtype=torch.bfloat16))
-
-
-def test_sigmoid_form_of_tanh_gelu_is_the_same_function():
-    from torch.nn import functional as F
-
-    from atomlib.model import SigmoidTanhGELU, TanhGELU
-
-    x = (torch.randn(200, dtype=torch.float64) * 4).requires_grad_()
-    assert torch.autograd.gradcheck(SigmoidTanhGELU.apply, (x,))
-    torch.testing.assert_close(SigmoidTanhGELU.apply(x), F.gelu(x, approximate="tanh"))
-    xb = torch.randn(4096).bfloat16()
-    torch.testing.assert_close(TanhGELU()(xb).float(), F.gelu(xb.float(), approximate="tanh"), atol=0.02, rtol=0.02)
-
-
 def test_bf16_autocast_training_matches_float32():
     """The CPU bf16 path (matmul attention, sigmoid GELU) trains the same model: same loss at
     the start, and gradients pointing the same way."""
@@ -295,3 +284,107 @@ def test_bf16_autocast_training_matches_float32():
     assert abs(loss16.item() - loss32.item()) < 0.02
     flat32, flat16 = torch.cat([g.flatten() for g in g32]), torch.cat([g.float().flatten() for g in g16])
     assert torch.nn.functional.cosine_similarity(flat32, flat16, dim=0) > 0.99
+
+
+# --- architecture switches -------------------------------------------------------------------
+
+MODERN = {"pos_emb": "rope", "norm": "rmsnorm", "qk_norm": True, "mlp": "relu2", "tie_embeddings": False,
+          "bias": False, "logit_softcap": 15.0}
+SWITCHES = [{"pos_emb": "rope"}, {"norm": "rmsnorm"}, {"qk_norm": True}, {"mlp": "relu2"}, {"tie_embeddings": False},
+            {"bias": False}, {"logit_softcap": 5.0}, {"zero_init": True}, MODERN, {**MODERN, "zero_init": True}]
+
+
+def _perturb(model):
+    """Zero-initialised layers would make every check pass trivially: give them values."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("switches", SWITCHES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
+def test_every_switch_gives_the_same_logits_cached_and_uncached_at_every_position(switches):
+    model = _perturb(small_model(seed=4, **switches))
+    idx = torch.randint(0, 50, (3, 40))
+    with torch.no_grad():
+        full, _ = model(idx, all_logits=True)
+        cache = model.new_cache(batch_size=3)
+        parts = [model(idx[:, :9], cache=cache, all_logits=True)[0]]  # a prefill,
+        parts += [model(idx[:, t:t + 1], cache=cache)[0] for t in range(9, 20)]  # single steps,
+        parts.append(model(idx[:, 20:40], cache=cache, all_logits=True)[0])  # a chunk after earlier tokens
+    assert full.shape == (3, 40, 50)
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("switches", SWITCHES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
+def test_every_switch_trains_every_parameter(switches):
+    model = _perturb(small_model(seed=5, **switches)).train()
+    _, loss = model(torch.randint(0, 50, (2, 16)), torch.randint(0, 50, (2, 16)))
+    assert math.isfinite(loss.item())
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_switches_change_the_parameters_as_they_say():
+    c = small_model().config
+    gpt2 = {n for n, _ in small_model().named_parameters()}
+    modern = dict(small_model(**MODERN).named_parameters())
+    assert "transformer.wpe.weight" in gpt2 and "transformer.wpe.weight" not in modern  # rope: no position table
+    assert "lm_head.weight" in modern and modern["lm_head.weight"] is not modern["transformer.wte.weight"]
+    assert not any(n.endswith(".bias") for n in modern)  # no biases, and RMSNorm has none
+    assert modern["transformer.h.0.ln_1.weight"].shape == (c.n_embd,)  # RMSNorm keeps a gain
+    relu2 = small_model(mlp="relu2").transformer.h[0].mlp.c_fc
+    assert relu2.activation == "relu2"
+    # zero_init: the blocks' output projections and an untied head start at zero, so the first
+    # prediction is uniform
+    z = small_model(zero_init=True, tie_embeddings=False)
+    assert all(float(p.abs().sum()) == 0 for n, p in z.named_parameters() if n.endswith("c_proj.weight"))
+    logits, _ = z(torch.randint(0, 50, (1, 8)))
+    torch.testing.assert_close(logits, torch.zeros_like(logits))
+
+
+def test_logit_softcap_bounds_the_logits():
+    model = small_model(logit_softcap=2.0)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1000)  # (tied: the embedding grows too)
+        logits, _ = model(torch.randint(0, 50, (2, 10)), all_logits=True)
+    assert logits.abs().max() <= 2.0 and logits.abs().max() > 1.9
+
+
+def test_rope_positions_are_relative_and_crop_keeps_the_function():
+    model = _perturb(small_model(pos_emb="rope", block_size=64))
+    idx = torch.randint(0, 50, (2, 20))
+    with torch.no_grad():
+        before, _ = model(idx, all_logits=True)
+        model.crop_block_size(32)
+        after, _ = model(idx, all_logits=True)
+    torch.testing.assert_close(after, before)
+    assert model.rope_cos.shape[0] == 32 and model.new_cache(1).max_len == 32
+    assert "rope_cos" not in model.state_dict()  # derived from the config, never saved
+
+
+def test_invalid_switches_are_refused():
+    for bad in ({"pos_emb": "alibi"}, {"norm": "batchnorm"}, {"mlp": "swiglu"}):
+        with pytest.raises(ValueError):
+            GPTConfig(**bad)
+    with pytest.raises(ValueError):
+        GPTConfig(n_embd=30, n_head=2, pos_emb="rope")  # odd head size cannot rotate in pairs
+
+
+def test_param_kinds_cover_every_parameter_once():
+    for switches in ({}, MODERN):
+        model = small_model(**switches)
+        kinds = model.param_kinds()
+        flat = [id(p) for ps in kinds.values() for p in ps]
+        assert sorted(flat) == sorted(id(p) for p in model.parameters())
+        assert all(p.dim() == 2 for p in kinds["matrix"]) and all(p.dim() == 1 for p in kinds["scalar"])
+        assert bool(kinds["head"]) == (not model.config.tie_embeddings)
+
+
+def test_a_run_saved_before_the_switches_loads_with_gpt2_layout():
+    old = {"block_size": 64, "vocab_size": 50, "n_layer": 2, "n_head": 4, "n_embd": 32, "dropout": 0.0, "bias": True}
+    c = GPTConfig(**old)
+    assert (c.pos_emb, c.norm, c.qk_norm, c.mlp, c.tie_embeddings, c.logit_softcap) == \
+        ("learned", "layernorm", False, "gelu", True, 0.0)
+    assert {n for n, _ in GPT(c).state_dict().items()} == {n for n, _ in small_model().state_dict().items()}

@@ -361,7 +361,7 @@ def test_generation_record(tiny_run):
 
 @pytest.mark.parametrize("bias", [False, True])
 def test_greedy_cache_equals_no_cache(bias):
-    # float32: the cache must not change a single token (bf16 is checked in test_engine.py)
+    # float32: the cache must not change a single token (bf16 is checked in test_kernels.py)
     model = tiny_model(block_size=64, bias=bias)
     p = SamplingParams(temperature=0, max_new_tokens=40, precision="float32")
     cached = generate(model, TOK, "the night ", p)[0]
@@ -396,17 +396,25 @@ def test_sliding_window_beyond_block_size():
     assert a.tokens == b.tokens
 
 
-def test_a_changed_model_falls_back_to_its_own_forward(monkeypatch):
-    from atomlib import engine
+def test_every_generation_step_is_the_models_own_forward(monkeypatch):
+    """One model path: the decode loop calls GPT.forward with the cache, once for the prompt and
+    once a step, in every precision; nothing else computes logits."""
+    from atomlib.model import GPT
 
     model = tiny_model(block_size=32)
-    p = SamplingParams(temperature=0, max_new_tokens=12, precision="float32")
-    want = generate_nocache(model, TOK, "the ", p, window="slide")
-    broken = engine.Engine.forward
-    monkeypatch.setattr(engine.Engine, "forward", lambda self, ids, cache: broken(self, ids, cache) * 0)
-    assert engine.engine_for(model) is None  # the check against the model's forward catches it
-    got = generate(model, TOK, "the ", p)
-    assert got[0].tokens == want[0].tokens
+    calls = []
+    real = GPT.forward
+
+    def spy(self, idx, targets=None, cache=None, all_logits=False):
+        calls.append((idx.shape[1], cache is not None))
+        return real(self, idx, targets, cache, all_logits)
+
+    monkeypatch.setattr(GPT, "forward", spy)
+    for precision in ("float32", "bfloat16"):
+        calls.clear()
+        g = generate(model, TOK, "the ", SamplingParams(temperature=0, max_new_tokens=12, precision=precision))[0]
+        assert len(g.tokens) == 12
+        assert calls == [(4, True)] + [(1, True)] * 11
 
 
 def test_gpt2_bpe_streams_whole_characters():
