@@ -23,6 +23,11 @@ from atomlib.paths import configs_dir
 GPT2_NAMES = {"gpt2": 1024, "gpt2-medium": 1024, "gpt2-large": 1024, "gpt2-xl": 1024}
 
 
+# The architecture switches as GPT-2 has them (init_from=gpt2 needs exactly these).
+GPT2_LAYOUT = {"pos_emb": "learned", "norm": "layernorm", "qk_norm": False, "mlp": "gelu", "tie_embeddings": True,
+               "logit_softcap": 0.0}
+
+
 class ConfigError(AtomError):
     """A config file, key or value that cannot be used."""
 
@@ -36,13 +41,26 @@ class TrainConfig:
     block_size: int = 256
     bias: bool = False
     dropout: float = 0.1
+    # architecture switches (model.GPTConfig); the defaults are GPT-2's layout
+    pos_emb: str = "learned"  # learned | rope
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    qk_norm: bool = False  # RMS-normalise queries and keys per head
+    mlp: str = "gelu"  # gelu (tanh) | relu2
+    tie_embeddings: bool = True  # output head = token embedding
+    logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap)
+    zero_init: bool = False  # output projections (and an untied head) start at zero
     # data: a name under data/processed/ or a folder holding train.bin, val.bin, meta.json
     dataset: str = "darkverse"
     # optimisation
+    optimizer: str = "adamw"  # adamw | muon (Muon for the blocks' matrices, AdamW for the rest)
     batch_size: int = 4
     gradient_accumulation_steps: int = 1  # global count, divided among DDP processes
-    learning_rate: float = 1e-3
-    min_lr: float = 1e-4
+    learning_rate: float = 1e-3  # peak AdamW rate (muon: gains and biases, and embeddings/head unless set)
+    min_lr: float = 1e-4  # the schedule ends at min_lr / learning_rate of every group's peak
+    matrix_lr: float = 0.02  # muon: peak rate of the blocks' matrices
+    embedding_lr: float | None = None  # muon: token/position embeddings (None: learning_rate)
+    head_lr: float | None = None  # muon: an untied output head (None: learning_rate)
+    muon_momentum: float = 0.95
     max_iters: int = 1000
     warmup_iters: int = 100
     lr_decay_iters: int | None = None  # None: decay until max_iters
@@ -73,6 +91,10 @@ class TrainConfig:
 CHOICES = {
     "device": ("auto", "cpu", "cuda", "mps"),
     "dtype": ("auto", "float32", "bfloat16", "float16"),
+    "optimizer": ("adamw", "muon"),
+    "pos_emb": ("learned", "rope"),
+    "norm": ("layernorm", "rmsnorm"),
+    "mlp": ("gelu", "relu2"),
 }
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
 
@@ -147,7 +169,17 @@ def validate(cfg: TrainConfig) -> None:
         bad("lr_decay_iters", f"must be at least warmup_iters ({cfg.warmup_iters}).")
     if cfg.weight_decay < 0:
         bad("weight_decay", "must be >= 0.")
-    for key in ("beta1", "beta2"):
+    for key in ("matrix_lr", "embedding_lr", "head_lr"):
+        if getattr(cfg, key) is not None and getattr(cfg, key) <= 0:
+            bad(key, "must be positive.")
+    if cfg.logit_softcap < 0:
+        bad("logit_softcap", "must be >= 0 (0 switches it off).")
+    if cfg.pos_emb == "rope" and (cfg.n_embd // cfg.n_head) % 2:
+        bad("n_embd", f"must give heads of even size for rope (n_embd / n_head = {cfg.n_embd // cfg.n_head}).")
+    for key in ("optimizer", "pos_emb", "norm", "mlp"):
+        if getattr(cfg, key) not in CHOICES[key]:
+            bad(key, f"is not one of: {', '.join(CHOICES[key])}.")
+    for key in ("beta1", "beta2", "muon_momentum"):
         if not 0.0 <= getattr(cfg, key) < 1.0:
             bad(key, "must be in [0, 1).")
     if cfg.grad_clip < 0:
@@ -157,6 +189,10 @@ def validate(cfg: TrainConfig) -> None:
         bad("device", f"is not one of: {', '.join(CHOICES['device'])} (cuda:N also works).")
     if cfg.dtype not in CHOICES["dtype"]:
         bad("dtype", f"is not one of: {', '.join(CHOICES['dtype'])}.")
+    if cfg.init_from != "scratch":  # GPT-2's weights only fit GPT-2's layout
+        for key, gpt2 in GPT2_LAYOUT.items():
+            if getattr(cfg, key) != gpt2:
+                bad(key, f"does not fit init_from={cfg.init_from}: GPT-2's weights need {key}={gpt2!r}.")
     if cfg.init_from in GPT2_NAMES and cfg.block_size > GPT2_NAMES[cfg.init_from]:
         bad("block_size", f"is above the {GPT2_NAMES[cfg.init_from]} tokens {cfg.init_from} was trained with.")
     if cfg.init_from not in ("scratch", *GPT2_NAMES) and not cfg.init_from:

@@ -43,11 +43,15 @@ import torch
 from atomlib import checkpoint as ckpt
 from atomlib.config import (GPT2_NAMES, ConfigError, TrainConfig, check_overrides, load_config, make_config,
                             parse_overrides, validate)
-from atomlib.device import autocast, describe, measure_peak_flops, pick_device, pick_dtype, synchronize
+from atomlib.device import ThreadChoice, autocast, describe, measure_peak_flops, pick_device, pick_dtype, synchronize
 from atomlib.errors import AtomError
+from atomlib.optim import build_optimizer, set_lr
 from atomlib.paths import runs_dir
+from atomlib.tokenizer import tokenizer_meta
 
-MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias")  # keys that fix the weights' shapes
+# keys that fix the model's weights and function (architecture switches included); a resumed run keeps them
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "pos_emb", "norm", "qk_norm", "mlp",
+              "tie_embeddings", "logit_softcap", "zero_init")
 EVAL_SEEDS = {"train": 1, "val": 2}  # offsets from cfg.seed for the fixed evaluation batches
 
 
@@ -224,12 +228,12 @@ def estimate_loss(model, data: dict, cfg: TrainConfig, device, dtype, dist: Dist
 
 
 def build_model(cfg: TrainConfig, meta: dict, state: dict | None):
-    """(model, cfg): a fresh GPT, GPT-2 weights (init_from), or the shape of the checkpoint being
-    resumed. For GPT-2 the returned cfg carries the real shape, so state.json tells the truth."""
+    """(model, cfg): a fresh GPT, GPT-2 weights (init_from), or the model of the checkpoint being
+    resumed. The returned cfg carries the model's real shape and switches, so state.json tells the truth."""
     from atomlib.model import GPT, GPTConfig
 
     if state is not None:
-        saved = state["model_config"]
+        saved = {**dataclasses.asdict(GPTConfig()), **state["model_config"]}  # runs from before the switches
         if cfg.init_from == "scratch":
             for k in MODEL_KEYS:
                 if getattr(cfg, k) != saved[k]:
@@ -241,8 +245,7 @@ def build_model(cfg: TrainConfig, meta: dict, state: dict | None):
         cfg = dataclasses.replace(cfg, **{k: saved[k] for k in MODEL_KEYS})
         return GPT(GPTConfig(**{**saved, "dropout": cfg.dropout})), cfg
     if cfg.init_from == "scratch":
-        mc = GPTConfig(block_size=cfg.block_size, vocab_size=meta["vocab_size"], n_layer=cfg.n_layer,
-                       n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
+        mc = GPTConfig(vocab_size=meta["vocab_size"], dropout=cfg.dropout, **{k: getattr(cfg, k) for k in MODEL_KEYS})
         return GPT(mc), cfg
     # GPT-2 weights only make sense on GPT-2's own BPE tokens
     if meta.get("tokenizer") != "gpt2":
@@ -259,7 +262,7 @@ def build_model(cfg: TrainConfig, meta: dict, state: dict | None):
                           f"{cfg.init_from} has; set block_size <= {mc.block_size}.")
     if cfg.block_size < mc.block_size:
         model.crop_block_size(cfg.block_size)  # shorter context: keep the first positions
-    return model, dataclasses.replace(cfg, n_layer=mc.n_layer, n_head=mc.n_head, n_embd=mc.n_embd, bias=mc.bias)
+    return model, dataclasses.replace(cfg, **{k: getattr(mc, k) for k in MODEL_KEYS})
 
 
 def _peak_flops(device, dtype, state) -> float | None:
@@ -389,7 +392,7 @@ def _train(cfg, run_dir: Path, resume: bool, progress: bool, dist: Dist, local_g
     if dist.ddp and dist.master:
         torch.distributed.barrier()
     meta = load_meta(data_dir)
-    tok_meta = {k: meta[k] for k in ("tokenizer", "vocab_size", "chars") if k in meta}
+    tok_meta = tokenizer_meta(meta)
     if state is not None and state.get("tokenizer") and state["tokenizer"] != tok_meta:
         raise AtomError(f"dataset '{cfg.dataset}' has a different vocabulary than the run in {run_dir} was "
                         "trained on; resume on the run's own dataset.")
@@ -398,6 +401,7 @@ def _train(cfg, run_dir: Path, resume: bool, progress: bool, dist: Dist, local_g
         _check_split(tokens, split, data_dir, cfg.block_size)
 
     dtype = pick_dtype(device, cfg.dtype)
+    native_bf16 = pick_dtype(device, "auto") == torch.bfloat16  # else Muon's Newton-Schulz runs in float32
     peak = _peak_flops(device, dtype, state) if dist.master else None  # before seeding: it draws random numbers
     torch.manual_seed(cfg.seed + dist.rank)  # ranks differ only in their dropout masks
     if device.type == "cuda":
@@ -405,7 +409,7 @@ def _train(cfg, run_dir: Path, resume: bool, progress: bool, dist: Dist, local_g
         torch.backends.cudnn.allow_tf32 = True
     model, cfg = build_model(cfg, meta, state)
     model.to(device)
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device.type)
+    optimizer = build_optimizer(model, cfg, device, float32_ns=not native_bf16)
     scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))  # fp16 needs loss scaling
     data_gen = torch.Generator().manual_seed(cfg.seed)  # the data position: same on every rank
     step, best_val, elapsed0, tokens_seen = 0, None, 0.0, 0
@@ -414,6 +418,10 @@ def _train(cfg, run_dir: Path, resume: bool, progress: bool, dist: Dist, local_g
         step, best_val = state["step"], state.get("best_val_loss")
         elapsed0, tokens_seen = state.get("elapsed_s", 0.0), state.get("tokens", 0)
         del tensors, opt_tensors
+    # one thread or all (a CPU, one process): timed on the first steps, then fixed for the run and
+    # kept in its checkpoints, so a resumed run computes with the same count (bit for bit)
+    threads = ThreadChoice(device, "ATOM_TRAIN_THREADS", enabled=not dist.ddp,
+                           fixed=(state or {}).get("threads"), probe=4, warmup=4, reprobe=None)
     raw = model
     if cfg.compile:
         model = torch.compile(model)
@@ -476,11 +484,12 @@ def _train(cfg, run_dir: Path, resume: bool, progress: bool, dist: Dist, local_g
             "step": step, "config": cfg.to_dict(), "model_config": dataclasses.asdict(raw.config),
             "best_val_loss": best_val, "train_loss": losses["train"], "val_loss": losses["val"],
             "tokenizer": tok_meta, "dataset": str(data_dir),
-            "dataset_meta": {k: v for k, v in meta.items() if k != "chars"},
+            "dataset_meta": {k: v for k, v in meta.items() if k not in ("chars", "bpe")},  # (in "tokenizer")
             "rng": rngs[0], **({"rng_ranks": rngs} if dist.ddp else {}),
             "data": {"generator": ckpt.generator_state(data_gen)},
             "scaler": scaler.state_dict() if scaler.is_enabled() else None,
             "elapsed_s": elapsed(), "tokens": tokens_seen, "peak_flops": peak, "num_params": n_params,
+            "threads": threads.choice if threads.decided else None,
             "device": describe(device, dtype), "world_size": dist.world_size,
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -500,63 +509,67 @@ def _train(cfg, run_dir: Path, resume: bool, progress: bool, dist: Dist, local_g
         log(f"step 0: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
 
     t_interval, steps_in_interval = time.perf_counter(), 0
-    while step < cfg.max_iters:
-        lr = get_lr(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        # the global batch of this step, from the one generator; this rank keeps its micro-batches
-        ix = torch.randint(len(data["train"]) - cfg.block_size,
-                           (cfg.gradient_accumulation_steps, cfg.batch_size), generator=data_gen)
-        ix = ix[dist.rank * local_gas:(dist.rank + 1) * local_gas]
-        step_loss = torch.zeros((), device=device)
-        for micro in range(local_gas):
-            x, y = windows(data["train"], ix[micro], cfg.block_size, device)
-            # DDP all-reduces gradients in backward; only the last micro-step needs to
-            last = micro == local_gas - 1
-            with (model.no_sync() if dist.ddp and not last else contextlib.nullcontext()):
-                with autocast(device, dtype):
-                    _, loss = model(x, y)
-                scaler.scale(loss / local_gas).backward()
-            step_loss += loss.detach()
-        grad_norm = None
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        steps_in_interval += 1
-        tokens_seen += tokens_per_step
-        if bar is not None:
-            bar.update()
+    threads.on()
+    try:
+        while step < cfg.max_iters:
+            t_step = time.perf_counter()
+            lr = get_lr(step, cfg)
+            set_lr(optimizer, cfg, lr / cfg.learning_rate)  # each group's own peak, on the same schedule
+            # the global batch of this step, from the one generator; this rank keeps its micro-batches
+            ix = torch.randint(len(data["train"]) - cfg.block_size,
+                               (cfg.gradient_accumulation_steps, cfg.batch_size), generator=data_gen)
+            ix = ix[dist.rank * local_gas:(dist.rank + 1) * local_gas]
+            step_loss = torch.zeros((), device=device)
+            for micro in range(local_gas):
+                x, y = windows(data["train"], ix[micro], cfg.block_size, device)
+                # DDP all-reduces gradients in backward; only the last micro-step needs to
+                last = micro == local_gas - 1
+                with (model.no_sync() if dist.ddp and not last else contextlib.nullcontext()):
+                    with autocast(device, dtype):
+                        _, loss = model(x, y)
+                    scaler.scale(loss / local_gas).backward()
+                step_loss += loss.detach()
+            grad_norm = None
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            threads.record(time.perf_counter() - t_step)
+            steps_in_interval += 1
+            tokens_seen += tokens_per_step
+            if bar is not None:
+                bar.update()
 
-        is_eval = step % cfg.eval_interval == 0 or step == cfg.max_iters
-        if step % cfg.log_interval and not is_eval:
-            continue
-        # a logged step: the loss of the whole global batch, and the speed since the last log
-        loss_val = dist.sum(step_loss / local_gas).item() / dist.world_size
-        synchronize(device)
-        dt = time.perf_counter() - t_interval
-        tok_s = steps_in_interval * tokens_per_step / dt
-        mfu = raw.estimate_mfu(tok_s / dist.world_size, peak) if peak else None
-        row = {"step": step, "lr": lr, "loss": loss_val, "tokens": tokens_seen, "tokens_per_s": tok_s,
-               "mfu": mfu, "elapsed_s": elapsed()}
-        if grad_norm is not None:
-            row["grad_norm"] = float(grad_norm)
-        if bar is not None:
-            bar.set_postfix(loss=f"{loss_val:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)
-        log(f"step {step}/{cfg.max_iters} | loss {loss_val:.4f} | lr {lr:.2e} | {tok_s:,.0f} tok/s"
-            + (f" | mfu {100 * mfu:.1f}%" if mfu is not None else "") + f" | {elapsed():.0f}s")
-        if is_eval:
-            losses = estimate_loss(evaluator, data, cfg, device, dtype, dist)
-            row.update(train_loss=losses["train"], val_loss=losses["val"])
-            write_row(row)
-            save(losses)
-        else:
-            write_row(row)
-        t_interval, steps_in_interval = time.perf_counter(), 0
-
+            is_eval = step % cfg.eval_interval == 0 or step == cfg.max_iters
+            if step % cfg.log_interval and not is_eval:
+                continue
+            # a logged step: the loss of the whole global batch, and the speed since the last log
+            loss_val = dist.sum(step_loss / local_gas).item() / dist.world_size
+            synchronize(device)
+            dt = time.perf_counter() - t_interval
+            tok_s = steps_in_interval * tokens_per_step / dt
+            mfu = raw.estimate_mfu(tok_s / dist.world_size, peak) if peak else None
+            row = {"step": step, "lr": lr, "loss": loss_val, "tokens": tokens_seen, "tokens_per_s": tok_s,
+                   "mfu": mfu, "elapsed_s": elapsed()}
+            if grad_norm is not None:
+                row["grad_norm"] = float(grad_norm)
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss_val:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)
+            log(f"step {step}/{cfg.max_iters} | loss {loss_val:.4f} | lr {lr:.2e} | {tok_s:,.0f} tok/s"
+                + (f" | mfu {100 * mfu:.1f}%" if mfu is not None else "") + f" | {elapsed():.0f}s")
+            if is_eval:
+                losses = estimate_loss(evaluator, data, cfg, device, dtype, dist)
+                row.update(train_loss=losses["train"], val_loss=losses["val"])
+                write_row(row)
+                save(losses)
+            else:
+                write_row(row)
+            t_interval, steps_in_interval = time.perf_counter(), 0
+    finally:
+        threads.off()  # torch's own thread count back, however the loop ends
     if dist.master:
         bar.close()
         log_file.close()

@@ -50,11 +50,29 @@ def test_unknown_key_suggests_the_near_one():
     ("device=tpu", r"'device' = 'tpu' is not one of"),
     ("dtype=float8", r"'dtype' = 'float8' is not one of"),
     ("batch_size=0", r"'batch_size' = 0 must be a positive integer"),
+    ("optimizer=sgd", r"'optimizer' = 'sgd' is not one of: adamw, muon"),
+    ("pos_emb=alibi", r"'pos_emb' = 'alibi' is not one of: learned, rope"),
+    ("norm=batchnorm", r"'norm' = 'batchnorm' is not one of: layernorm, rmsnorm"),
+    ("mlp=swiglu", r"'mlp' = 'swiglu' is not one of: gelu, relu2"),
+    ("matrix_lr=0", r"'matrix_lr' = 0.0 must be positive"),
+    ("head_lr=-1", r"'head_lr' = -1.0 must be positive"),
+    ("logit_softcap=-3", r"'logit_softcap' = -3.0 must be >= 0"),
+    ("muon_momentum=1", r"'muon_momentum' = 1.0 must be in \[0, 1\)"),
+    ("qk_norm=perhaps", r"'qk_norm' = 'perhaps' is not a valid bool"),
 ])
 def test_bad_values_name_the_key(override, match):
     with pytest.raises(ConfigError, match=match) as e:
         load_config("test", [override])
     assert "\n" not in str(e.value)
+
+
+def test_switches_that_gpt2_weights_cannot_fit_are_refused():
+    with pytest.raises(ConfigError, match=r"'pos_emb' = 'rope' does not fit init_from=gpt2: GPT-2's weights need "
+                                          r"pos_emb='learned'"):
+        load_config("finetune", ["pos_emb=rope"])
+    with pytest.raises(ConfigError, match=r"'n_embd' = 12 must give heads of even size for rope"):
+        load_config("test", ["pos_emb=rope", "n_embd=12", "n_head=4"])
+    assert load_config("finetune", ["optimizer=muon"]).optimizer == "muon"  # the optimizer is free
 
 
 def test_block_size_above_gpt2_context():
@@ -83,11 +101,13 @@ def test_state_json_config_round_trips():
 
 
 def test_short_runs_shrink_warmup_and_eval_interval():
-    cfg = resolve_config("cpu", ["max_iters=40"])
-    assert (cfg.max_iters, cfg.warmup_iters, cfg.eval_interval) == (40, 4, 40)
+    base = load_config("cpu")
+    m = base.warmup_iters - 10  # shorter than the cpu config's warmup (and its eval interval)
+    cfg = resolve_config("cpu", [f"max_iters={m}"])
+    assert (cfg.max_iters, cfg.warmup_iters, cfg.eval_interval) == (m, m // 10, m)
     # ...unless the user set them too: then the contradiction is theirs to fix
     with pytest.raises(ConfigError, match="warmup_iters"):
-        resolve_config("cpu", ["max_iters=40", "warmup_iters=100"])
+        resolve_config("cpu", [f"max_iters={m}", f"warmup_iters={m + 1}"])
 
 
 def test_override_keys_checked_before_the_checkpoint(tmp_path):

@@ -106,15 +106,108 @@ def test_run_writes_checkpoints_and_metrics(tiny_dataset, tmp_path):
     assert summary(out)["steps"] == 12
 
 
+def test_state_records_every_switch_and_the_optimizer(tiny_dataset, tmp_path):
+    out = run(tiny_cfg(tiny_dataset, max_iters=4, eval_interval=4, **MODERN_MUON), tmp_path / "run", progress=False)
+    state = json.loads((out / "state.json").read_text())
+    mc = state["model_config"]
+    assert (mc["pos_emb"], mc["norm"], mc["qk_norm"], mc["mlp"], mc["tie_embeddings"]) == \
+        ("rope", "rmsnorm", True, "relu2", False)
+    assert state["config"]["optimizer"] == "muon" and state["config"]["matrix_lr"] == 0.03
+    kinds = [g["kind"] for g in state["optimizer"]["param_groups"]]
+    assert kinds == ["matrix", "embedding", "head", "scalar"]
+    model, _, _ = ckpt.load_run(out, which="latest", device="cpu")
+    assert model.lm_head.weight is not model.transformer.wte.weight  # the untied head came back as itself
+    # a resumed run may not change a switch
+    with pytest.raises(AtomError, match=r"trained with pos_emb='rope' but the config says 'learned'"):
+        run(tiny_cfg(tiny_dataset, max_iters=8, eval_interval=4, **{**MODERN_MUON, "pos_emb": "learned"}), out,
+            progress=False)
+
+
+def test_muon_groups_step_at_their_own_rates(tiny_dataset):
+    from atomlib.model import GPT, GPTConfig
+    from atomlib.optim import MuonAdamW, build_optimizer, set_lr
+
+    cfg = tiny_cfg(tiny_dataset, **MODERN_MUON, embedding_lr=0.01, head_lr=0.002, learning_rate=0.004)
+    model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=16, pos_emb="rope",
+                          tie_embeddings=False, norm="rmsnorm"))
+    opt = build_optimizer(model, cfg, torch.device("cpu"))
+    assert isinstance(opt, MuonAdamW) and isinstance(opt.optimizers[0], torch.optim.Muon)
+    set_lr(opt, cfg, 0.5)
+    rates = {g["kind"]: g["lr"] for g in opt.param_groups}
+    assert rates == {"matrix": 0.015, "embedding": 0.005, "head": 0.001, "scalar": 0.002}
+    muon_params = {id(p) for p in opt.optimizers[0].param_groups[0]["params"]}
+    assert muon_params == {id(p) for p in model.param_kinds()["matrix"]}
+    # the state dict is torch's format over both, and loads back
+    x = torch.randint(0, 20, (2, 16))
+    model(x, x)[1].backward()
+    opt.step()
+    sd = opt.state_dict()
+    assert sorted(sd["state"]) == list(range(len(list(model.parameters()))))
+    assert "momentum_buffer" in sd["state"][0] and "exp_avg" in sd["state"][len(muon_params)]
+    fresh = build_optimizer(model, cfg, torch.device("cpu"))
+    fresh.load_state_dict(sd)
+    assert torch.equal(fresh.state_dict()["state"][0]["momentum_buffer"], sd["state"][0]["momentum_buffer"])
+
+
+def test_batched_muon_makes_torchs_muon_update():
+    """Batching Newton-Schulz over same-shaped matrices changes the speed, not the update."""
+    from atomlib.optim import Muon
+
+    torch.manual_seed(0)
+    shapes = [(48, 16), (16, 16), (16, 48), (48, 16)]
+    start = [torch.randn(s) * 0.1 for s in shapes]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(3)]
+    finals = []
+    for cls in (torch.optim.Muon, Muon):
+        ps = [torch.nn.Parameter(w.clone()) for w in start]
+        opt = cls(ps, lr=0.02, weight_decay=0.01)
+        for g in grads:
+            for p, gg in zip(ps, g):
+                p.grad = gg.clone()
+            opt.step()
+        finals.append(ps)
+        assert all("momentum_buffer" in opt.state[p] for p in ps)
+    for a, b, w in zip(*finals, start):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        assert (a - w).norm() > 0.01
+
+
+def test_muon_with_float32_newton_schulz_makes_the_same_update():
+    """Where bf16 would be emulated, Muon's orthogonalisation runs in float32: the update is the
+    same up to bf16's rounding."""
+    from atomlib.optim import Muon
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(48, 16))
+    grads = [torch.randn(48, 16) for _ in range(3)]
+    finals = []
+    for float32_ns in (False, True):
+        p = torch.nn.Parameter(w.detach().clone())
+        opt = Muon([p], lr=0.02, float32_ns=float32_ns, weight_decay=0.0)
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+        finals.append(p.detach())
+    step = (w - finals[0]).norm()
+    assert (finals[0] - finals[1]).norm() < 0.05 * step  # same direction and size, bf16 rounding apart
+    assert step > 0.01
+
+
 def test_resume_with_a_different_shape_is_refused(tiny_dataset, tmp_path):
     out = run(tiny_cfg(tiny_dataset, max_iters=2, eval_interval=2), tmp_path / "run", progress=False)
     with pytest.raises(AtomError, match=r"trained with n_embd=32 but the config says 64"):
         run(tiny_cfg(tiny_dataset, max_iters=4, eval_interval=2, n_embd=64), out, progress=False)
 
 
-def test_ddp_two_processes_match_one(tiny_dataset, tmp_path):
-    """Same seed and global batch (accumulation 2 = 1 micro-step on each of 2 ranks): same curve."""
-    args = tiny_args(tiny_dataset, max_iters=10, eval_interval=5, gradient_accumulation_steps=2)
+MODERN_MUON = {"optimizer": "muon", "pos_emb": "rope", "norm": "rmsnorm", "qk_norm": "true", "mlp": "relu2",
+               "tie_embeddings": "false", "matrix_lr": 0.03}
+
+
+@pytest.mark.parametrize("extra", [{}, MODERN_MUON], ids=["adamw", "muon"])
+def test_ddp_two_processes_match_one(tiny_dataset, tmp_path, extra):
+    """Same seed and global batch (accumulation 2 = 1 micro-step on each of 2 ranks): same curve,
+    with AdamW and with Muon (whose update orthogonalises the all-reduced gradient)."""
+    args = tiny_args(tiny_dataset, max_iters=10, eval_interval=5, gradient_accumulation_steps=2, **extra)
     one = run(load_config("test", args), tmp_path / "one", progress=False)
     home = tmp_path / "home"  # the workers' project root: anything written outside --out lands here
     home.mkdir()
@@ -140,8 +233,10 @@ def test_ddp_two_processes_match_one(tiny_dataset, tmp_path):
 # --- kill -9 and resume ------------------------------------------------------------------------
 
 
-def test_kill_and_resume_matches_an_uninterrupted_run(tiny_dataset, tmp_path):
-    args = tiny_args(tiny_dataset, max_iters=150, eval_interval=10, dropout=0.1)  # dropout: its RNG is resumed too
+@pytest.mark.parametrize("extra", [{}, MODERN_MUON], ids=["adamw", "muon"])
+def test_kill_and_resume_matches_an_uninterrupted_run(tiny_dataset, tmp_path, extra):
+    # dropout: its RNG is resumed too; muon: its momentum buffers and AdamW's moments both
+    args = tiny_args(tiny_dataset, max_iters=150, eval_interval=10, dropout=0.1, **extra)
     full = run(load_config("test", args), tmp_path / "full", progress=False)  # 1 thread here, as in the subprocesses
     killed = tmp_path / "killed"
     sets = [a for kv in args for a in ("--set", kv)]
@@ -168,7 +263,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_dataset, tmp_path):
     a, b = read_metrics(full), read_metrics(killed)
     assert [x["step"] for x in b] == [x["step"] for x in a]  # no gap, no duplicate
     for x, y in zip(a, b):
-        assert y["loss"] == pytest.approx(x["loss"], abs=1e-4)
+        assert y["loss"] == pytest.approx(x["loss"], abs=1e-4), (x["step"], at_kill)
     assert b[-1]["val_loss"] == pytest.approx(a[-1]["val_loss"], abs=1e-4)
     assert b[-1]["train_loss"] == pytest.approx(a[-1]["train_loss"], abs=1e-4)
     assert all(p["elapsed_s"] <= q["elapsed_s"] for p, q in zip(b, b[1:]))  # wall clock continues
@@ -264,7 +359,10 @@ def test_init_from_a_gpt2_folder_trains_on_bpe(tiny_corpus, tiny_dataset, tmp_pa
     state = json.loads((out / "state.json").read_text())
     # the shape is GPT-2's (not the config's n_layer=12), the context cropped to block_size
     assert state["model_config"] | {"dropout": 0} == {"block_size": 32, "vocab_size": 50257, "n_layer": 2,
-                                                       "n_head": 2, "n_embd": 32, "dropout": 0, "bias": True}
+                                                       "n_head": 2, "n_embd": 32, "dropout": 0, "bias": True,
+                                                       "pos_emb": "learned", "norm": "layernorm", "qk_norm": False,
+                                                       "mlp": "gelu", "tie_embeddings": True, "logit_softcap": 0.0,
+                                                       "zero_init": False, "rope_base": 10000.0}
     assert state["config"]["n_layer"] == 2 and state["step"] == 2
     assert math.isfinite(read_metrics(out)[-1]["val_loss"])
     # GPT-2 weights on a char-level dataset: a clear error, and nothing written
