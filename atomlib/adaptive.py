@@ -406,10 +406,10 @@ def params_for(kind: str, tokenizer=None, presets: dict[str, Preset] | None = No
 
         raise AtomError(f"unknown prompt kind {kind!r}; use one of {', '.join(table)}.")
     p = table[kind]
-    scale = 4 if getattr(tokenizer, "kind", "char") == "gpt2" else 1
+    scale = getattr(tokenizer, "chars_per_token", 1.0)  # presets count characters; BPE tokens hold several
     base = SamplingParams(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
-                          repetition_penalty=p.repetition_penalty, max_new_tokens=max(1, p.max_new_tokens // scale),
-                          min_new_tokens=p.min_new_tokens // scale, stop=tuple(p.stop))
+                          repetition_penalty=p.repetition_penalty, max_new_tokens=max(1, int(p.max_new_tokens / scale)),
+                          min_new_tokens=int(p.min_new_tokens / scale), stop=tuple(p.stop))
     fields = {f.name for f in dataclasses.fields(SamplingParams)}
     unknown = set(overrides) - fields
     if unknown:

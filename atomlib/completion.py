@@ -60,10 +60,9 @@ class CompletionResult:
 
 def default_params(tokenizer=None) -> SamplingParams:
     """Sampling for line endings: a little conservative, one line (stop at a newline), room
-    for about 15 words (80 characters, or 24 BPE tokens)."""
-    bpe = getattr(tokenizer, "kind", "char") == "gpt2"
-    return SamplingParams(temperature=0.8, top_p=0.95, repetition_penalty=1.1, max_new_tokens=24 if bpe else 80,
-                          stop=("\n",))
+    for about 15 words (80 characters, or 20 GPT-2 tokens)."""
+    tokens = max(1, int(80 / getattr(tokenizer, "chars_per_token", 1.0)))
+    return SamplingParams(temperature=0.8, top_p=0.95, repetition_penalty=1.1, max_new_tokens=tokens, stop=("\n",))
 
 
 def _words(text: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Make the default dataset exist: fetch -> clean -> prepare, each skipped when already done.
 
 `make demo`, the notebooks and `notebook.ensure_run` all need `data/processed/darkverse`
-(the public-domain corpus, char-level) or its BPE twin; this builds it from the mirror
+(the public-domain corpus, char-level) or a BPE twin (GPT-2's, or one trained on the corpus,
+`darkverse-bpe`); this builds it from the mirror
 folder or the network with the same three pipeline functions the CLI exposes.
 """
 
@@ -11,7 +12,9 @@ from pathlib import Path
 
 from atomlib.paths import interim_dir, processed_dir, raw_dir
 
-DEFAULT_DATASETS = {"darkverse": "char", "darkverse-gpt2": "gpt2"}
+# name -> tokenizer; all are built from the cleaned dark-verse corpus, except shakespeare-char:
+# tiny Shakespeare as nanoGPT uses it (the benchmark text of `atom race`)
+DEFAULT_DATASETS = {"darkverse": "char", "darkverse-gpt2": "gpt2", "darkverse-bpe": "bpe", "shakespeare-char": "char"}
 
 
 def ensure_corpus(progress: bool = True) -> Path:
@@ -33,5 +36,8 @@ def ensure_dataset(name: str = "darkverse", progress: bool = True) -> Path:
 
     folder = processed_dir() / name
     if name in DEFAULT_DATASETS and not (folder / "meta.json").is_file():
-        prepare(ensure_corpus(progress), tokenizer=DEFAULT_DATASETS[name], name=name, progress=progress)
+        corpus = ensure_corpus(progress)
+        if name == "shakespeare-char":
+            corpus = raw_dir() / "public_domain" / "tinyshakespeare" / "input.txt"
+        prepare(corpus, tokenizer=DEFAULT_DATASETS[name], name=name, progress=progress)
     return resolve_dataset(name)

@@ -1,10 +1,12 @@
 """Corpus -> token arrays: data/processed/<name>/{train.bin, val.bin, meta.json}.
 
 The split is by document, so no song or poem lands in both train and val; it is seeded
-and reproducible. A document longer than a few paragraphs (a whole Gutenberg book, or
-tinyshakespeare's single input.txt) is first cut at blank lines into paragraph-sized
-pieces, so even one long text still splits. Documents are streamed through twice (vocab,
-then tokens) and written straight to disk, so memory stays flat whatever the corpus size.
+and reproducible, and the same for every tokenizer (so their bits per character compare).
+A document longer than a few paragraphs (a whole Gutenberg book, or tinyshakespeare's
+single input.txt) is first cut at blank lines into paragraph-sized pieces, so even one long
+text still splits. Documents are streamed through (split and vocabulary, then tokens) and
+written straight to disk, so memory stays flat whatever the corpus size. A corpus BPE
+(tokenizer "bpe") is trained on the train split only, in one more pass between the two.
 """
 
 from __future__ import annotations
@@ -13,61 +15,67 @@ import hashlib
 import json
 import random
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from atomlib.errors import AtomError
 from atomlib.paths import processed_dir
-from atomlib.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer
+from atomlib.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer, train_bpe
 
 CHUNK_CHARS = 2000  # documents longer than this are cut at blank lines into pieces of about this size
 CHAR_SEPARATOR = "\n\n\n"  # cleaning never leaves 3 newlines inside a document, so this marks a boundary
 
 
+TOKENIZERS = ("char", "gpt2", "bpe")
+DEFAULT_BPE_VOCAB = 1024  # what trained the best small model here (README, Time to quality)
+
+
 def prepare(corpus, tokenizer: str = "char", name: str | None = None, out_dir=None,
-            val_fraction: float = 0.1, seed: int = 1337, progress: bool = True) -> Path:
-    """Tokenize a corpus (JSONL with a `text` field, or a plain .txt) into train/val .bin files."""
+            val_fraction: float = 0.1, seed: int = 1337, vocab_size: int | None = None,
+            progress: bool = True) -> Path:
+    """Tokenize a corpus (JSONL with a `text` field, or a plain .txt) into train/val .bin files.
+    vocab_size: the size of a corpus BPE (tokenizer "bpe"; default DEFAULT_BPE_VOCAB)."""
     corpus = Path(corpus)
     if not corpus.is_file():
         raise AtomError(f"corpus file {corpus} does not exist; run `atom clean` first or pass --corpus PATH.")
     if not 0.0 < val_fraction < 1.0:
         raise AtomError(f"--val-fraction {val_fraction} must be between 0 and 1 (exclusive).")
-    if tokenizer not in ("char", "gpt2"):
-        raise AtomError(f"--tokenizer '{tokenizer}' is not one of: char, gpt2.")
+    if tokenizer not in TOKENIZERS:
+        raise AtomError(f"--tokenizer '{tokenizer}' is not one of: {', '.join(TOKENIZERS)}.")
+    if vocab_size is not None and tokenizer != "bpe":
+        raise AtomError(f"--vocab-size is the size of a corpus BPE; the {tokenizer} tokenizer's is fixed.")
     out = Path(out_dir) if out_dir else processed_dir() / (name or corpus.stem)
-    out.mkdir(parents=True, exist_ok=True)
 
-    # Pass 1: count documents and (for char) collect the vocabulary.
-    chars, n_docs = set(), 0
+    # Pass 1: each document's split (seeded) and the character set.
+    chars, splits = set(), split_assignment(iter_documents(corpus), val_fraction, seed)
     for text in iter_documents(corpus):
         chars.update(text)
-        n_docs += 1
-    if n_docs == 0:
+    if not splits:
         raise AtomError(f"corpus file {corpus} holds no documents with text.")
     if tokenizer == "char":
         chars.update(CHAR_SEPARATOR)
         tok = CharTokenizer(sorted(chars))
         sep = tok.encode(CHAR_SEPARATOR)
-    else:
+    elif tokenizer == "gpt2":
         tok = GPT2Tokenizer()
         sep = [tok.eot_token]
+    else:
+        train_docs = (t for t, s in zip(iter_documents(corpus), splits) if s == "train")
+        if progress:
+            print(f"training a byte-level BPE of {vocab_size or DEFAULT_BPE_VOCAB} tokens on the train split ...")
+        tok = train_bpe(train_docs, vocab_size or DEFAULT_BPE_VOCAB)
+        sep = [tok.eot_token]
     dtype = np.uint16 if tok.vocab_size <= 2**16 else np.uint32
+    out.mkdir(parents=True, exist_ok=True)
 
-    # Pass 2: assign each document to a split (seeded), encode, append to its .bin.
-    rng = random.Random(seed)
+    # Pass 2: encode each document and append it to its split's .bin.
     counts = {s: {"tokens": 0, "chars": 0, "docs": 0} for s in ("train", "val")}
     files = {s: open(out / f"{s}.bin.tmp", "wb") for s in ("train", "val")}
     try:
-        for i, text in enumerate(tqdm(iter_documents(corpus), total=n_docs, desc="prepare", unit="doc",
-                                      disable=not progress)):
-            split = "val" if rng.random() < val_fraction else "train"
-            # Make sure a small corpus still gets at least one document in each split.
-            if i == n_docs - 1 and counts["val"]["docs"] == 0:
-                split = "val"
-            elif i == n_docs - 1 and counts["train"]["docs"] == 0:
-                split = "train"
+        docs = tqdm(iter_documents(corpus), total=len(splits), desc="prepare", unit="doc", disable=not progress)
+        for text, split in zip(docs, splits):
             ids = tok.encode(text) + sep
             np.asarray(ids, dtype=dtype).tofile(files[split])
             c = counts[split]
@@ -80,12 +88,15 @@ def prepare(corpus, tokenizer: str = "char", name: str | None = None, out_dir=No
     for s in ("train", "val"):
         (out / f"{s}.bin.tmp").replace(out / f"{s}.bin")
 
+    cpt = counts["val"]["chars"] / max(1, counts["val"]["tokens"])
+    if tokenizer == "bpe":
+        tok.chars_per_token = round(cpt, 3)
     meta = {
         **tok.meta(),
         "dtype": np.dtype(dtype).name,
         "doc_separator": CHAR_SEPARATOR if tokenizer == "char" else "<|endoftext|>",
         **{f"{s}_{k}": v for s, c in counts.items() for k, v in c.items()},
-        "chars_per_token": counts["val"]["chars"] / max(1, counts["val"]["tokens"]),
+        "chars_per_token": cpt,
         "val_fraction": val_fraction,
         "seed": seed,
         "corpus": str(corpus),
@@ -97,6 +108,18 @@ def prepare(corpus, tokenizer: str = "char", name: str | None = None, out_dir=No
         print(f"prepared {out}: train {counts['train']['tokens']:,} tokens ({counts['train']['docs']} docs), "
               f"val {counts['val']['tokens']:,} tokens ({counts['val']['docs']} docs), vocab {tok.vocab_size}")
     return out
+
+
+def split_assignment(docs: Iterable[str], val_fraction: float, seed: int) -> list[str]:
+    """"train" or "val" for each document, in order: one seeded draw per document, and at least one
+    document in each split (the last one is moved when a split would be empty)."""
+    rng = random.Random(seed)
+    splits = ["val" if rng.random() < val_fraction else "train" for _ in docs]
+    if splits and "val" not in splits:
+        splits[-1] = "val"
+    elif len(splits) > 1 and "train" not in splits:
+        splits[-1] = "train"
+    return splits
 
 
 def iter_documents(corpus: Path) -> Iterator[str]:

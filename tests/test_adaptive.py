@@ -106,11 +106,17 @@ def test_params_for_overrides_and_errors():
     assert params_for("thematic", presets=custom).temperature == 0.1
 
 
-def test_params_for_scales_lengths_for_bpe():
+def test_params_for_scales_lengths_by_characters_per_token():
     class Bpe:
-        kind = "gpt2"
+        kind = "bpe"
+        chars_per_token = 2.5
 
-    assert params_for("creative", tokenizer=Bpe()).max_new_tokens == PRESETS["creative"].max_new_tokens // 4
+    from atomlib.tokenizer import GPT2Tokenizer
+
+    assert params_for("creative", tokenizer=Bpe()).max_new_tokens == int(PRESETS["creative"].max_new_tokens / 2.5)
+    assert params_for("creative", tokenizer=Bpe()).min_new_tokens == int(PRESETS["creative"].min_new_tokens / 2.5)
+    assert GPT2Tokenizer.chars_per_token == 4.0  # (a class attribute: no BPE files needed to read it)
+    assert params_for("creative").max_new_tokens == PRESETS["creative"].max_new_tokens  # characters
 
 
 @pytest.mark.parametrize("text,topic", [

@@ -80,9 +80,10 @@ def test_default_params_end_at_the_line():
     assert "\n" in p.stop and p.max_new_tokens >= 60
 
     class Bpe:
-        kind = "gpt2"
+        kind = "bpe"
+        chars_per_token = 3.2
 
-    assert default_params(Bpe()).max_new_tokens < p.max_new_tokens
+    assert default_params(Bpe()).max_new_tokens == 25  # the same 80 characters, in tokens
 
 
 @pytest.mark.parametrize("min_new", [0, 60])

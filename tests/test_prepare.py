@@ -87,6 +87,86 @@ def test_gpt2_tokenizer_dataset(tmp_path):
     assert meta["chars_per_token"] > 2
 
 
+# --- a BPE trained on the corpus ----------------------------------------------------------------
+
+
+def _verse_corpus(path, n=60):
+    words = ("night fire steel raven shadow thunder grave moon blood cold iron crown dark sea wolf ash").split()
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            lines = [" ".join(words[(i * 3 + j * 5 + k) % len(words)] for k in range(6)) for j in range(6)]
+            text = f"Song {i}: the {words[i % len(words)]}\n" + "\n".join(lines) + "\nÉlan — ünïcode ☠\n"
+            f.write(json.dumps({"id": f"d{i}", "source": "t", "title": f"S{i}", "text": text}) + "\n")
+    return path
+
+
+def test_bpe_is_trained_on_the_train_split_and_round_trips(tmp_path):
+    from atomlib.tokenizer import BPETokenizer, load_tokenizer
+
+    corpus = _verse_corpus(tmp_path / "c.jsonl")
+    out = prepare(corpus, tokenizer="bpe", vocab_size=300, out_dir=tmp_path / "bpe", val_fraction=0.2, seed=3,
+                  progress=False)
+    meta = load_meta(out)
+    tok = load_tokenizer(meta)
+    assert isinstance(tok, BPETokenizer) and meta["tokenizer"] == "bpe" and tok.vocab_size == meta["vocab_size"] == 300
+    # the same documents in each split as the char tokenizer's, so their bits per character compare
+    char = prepare(corpus, tokenizer="char", out_dir=tmp_path / "char", val_fraction=0.2, seed=3, progress=False)
+    assert _docs(out, "val") == _docs(char, "val") and _docs(out, "train") == _docs(char, "train")
+    # any text round-trips, including characters the corpus never had
+    for text in ("the raven and the moon", "Ωmega ☠ 🜏 naïve\n\n  indented", ""):
+        assert tok.decode(tok.encode(text)) == text
+    # merges were learnt: corpus words take few tokens, and fewer tokens than characters overall
+    assert len(tok.encode(" thunder")) <= 2
+    assert meta["chars_per_token"] > 1.5 and tok.chars_per_token == pytest.approx(meta["chars_per_token"], abs=1e-3)
+    assert tok.eot_token in set(load_tokens(out, "train").tolist())  # documents end with <|endoftext|>
+
+
+def test_bpe_learns_only_from_the_train_split(tmp_path, monkeypatch):
+    from atomlib import prepare as prep
+
+    seen = []
+    real = prep.train_bpe
+
+    def recording(texts, vocab_size):
+        texts = list(texts)
+        seen.extend(texts)
+        return real(texts, vocab_size)
+
+    monkeypatch.setattr(prep, "train_bpe", recording)
+    out = prepare(_verse_corpus(tmp_path / "c.jsonl", n=40), tokenizer="bpe", vocab_size=300, out_dir=tmp_path / "bpe",
+                  val_fraction=0.3, seed=1, progress=False)
+    assert set(seen) == _docs(out, "train") and not set(seen) & _docs(out, "val")
+
+
+def test_bpe_vocab_size_is_checked(tmp_path):
+    corpus = _verse_corpus(tmp_path / "c.jsonl", n=10)
+    with pytest.raises(AtomError, match="vocab-size 100 must be between 257"):
+        prepare(corpus, tokenizer="bpe", vocab_size=100, out_dir=tmp_path / "x", progress=False)
+    with pytest.raises(AtomError, match="--vocab-size is the size of a corpus BPE"):
+        prepare(corpus, tokenizer="char", vocab_size=500, out_dir=tmp_path / "y", progress=False)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_bits_per_character_agree_across_tokenizers(tmp_path):
+    """bpc = nats per token / ln 2 / characters per token: the same text costs the same bits
+    whatever the tokens. A model that knows nothing (uniform over the vocabulary) sits at
+    log2(V) bits per token; in characters that is log2(V) / chars_per_token for every tokenizer."""
+    import math
+
+    from atomlib.metrics import bits_per_char
+
+    corpus = _verse_corpus(tmp_path / "c.jsonl")
+    for kind, extra in (("char", {}), ("bpe", {"vocab_size": 320})):
+        out = prepare(corpus, tokenizer=kind, out_dir=tmp_path / kind, val_fraction=0.2, seed=3, progress=False, **extra)
+        meta = load_meta(out)
+        chars = sum(len(d) for d in _docs(out, "val"))
+        cpt = meta["chars_per_token"]
+        # chars_per_token counts the val split's characters (char: with its separators) per token
+        assert meta["val_chars"] == pytest.approx(chars + (3 * meta["val_docs"] if kind == "char" else 0))
+        uniform = math.log(meta["vocab_size"])
+        assert bits_per_char(uniform, cpt) == pytest.approx(math.log2(meta["vocab_size"]) / cpt)
+
+
 def test_errors_name_the_file(tmp_path):
     with pytest.raises(AtomError, match="missing.jsonl"):
         prepare(tmp_path / "missing.jsonl", out_dir=tmp_path / "x")
