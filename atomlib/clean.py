@@ -427,6 +427,18 @@ def numeric_noise(text):
     return "\n".join(out), n + k
 
 
+# --- rule: leading indentation ---------------------------------------------------------------
+
+_INDENT = re.compile(r"(?m)^[ \t]+(?=\S)")
+
+
+def leading_indentation(text):
+    """Spaces and tabs at the start of a line: printed verse indents alternate lines, runover
+    lines and speakers' names, and a model trained on it spends its first characters copying the
+    margins. The words and the line breaks stay; only the margin goes."""
+    return _INDENT.subn("", text)
+
+
 # --- the rule table --------------------------------------------------------------------------
 
 Rule = namedtuple("Rule", "name fn description")
@@ -441,6 +453,7 @@ RULES = [
     Rule("credits", credits, "Lyrics by X, Music: Y, Thanks to Z for the lyrics, Submitted by, Corrections by"),
     Rule("urls_emails", urls_emails, "http(s)://..., www...., site.com, name@mail.org"),
     Rule("numeric_noise", numeric_noise, "page numbers, [12] footnote markers and [Footnote: ...] bodies, line/verse numbers"),
+    Rule("leading_indentation", leading_indentation, "spaces and tabs at the start of a line (verse layout's margins)"),
 ]
 DEDUP_RULE = "duplicates"  # document-level: exact + near duplicates (see Deduper)
 RULE_NAMES = [r.name for r in RULES] + [DEDUP_RULE]
