@@ -77,7 +77,9 @@ def _run_clean(args):
 def _add_prepare(sub):
     p = sub.add_parser("prepare", help="tokenize a corpus into train.bin / val.bin / meta.json")
     p.add_argument("--corpus", type=Path, required=True)
-    p.add_argument("--tokenizer", choices=["char", "gpt2"], default="char")
+    p.add_argument("--tokenizer", choices=["char", "gpt2", "bpe"], default="char",
+                   help="char: one token per character; gpt2: GPT-2's BPE; bpe: a byte-level BPE trained on the train split")
+    p.add_argument("--vocab-size", type=int, default=None, help="size of the corpus BPE (--tokenizer bpe; default 1024)")
     p.add_argument("--name", required=True, help="dataset name (written to data/processed/NAME)")
     p.add_argument("--out", type=Path, default=None, help="output folder instead of data/processed/NAME")
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -89,7 +91,7 @@ def _run_prepare(args):
     from atomlib.prepare import prepare
 
     prepare(args.corpus, tokenizer=args.tokenizer, name=args.name, out_dir=args.out,
-            val_fraction=args.val_fraction, seed=args.seed)
+            val_fraction=args.val_fraction, seed=args.seed, vocab_size=args.vocab_size)
 
 
 # --- model -------------------------------------------------------------------------------
@@ -134,7 +136,7 @@ def _add_sample(sub):
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                   help="matrix products in this dtype (auto: bf16 where the CPU has it natively and the model has 2.5M+ parameters, else float32)")
+                   help="matrix products in this dtype (auto: bf16 where the CPU has it natively and the model has 16M+ parameters, else float32)")
     p.set_defaults(func=_run_sample)
 
 
@@ -200,6 +202,29 @@ def _run_bench(args):
     bench_command(args)
 
 
+def _add_race(sub):
+    p = sub.add_parser("race", help="time to quality: train configs on one split, val loss against wall clock (nanoGPT too)")
+    p.add_argument("contestants", nargs="*", metavar="CONFIG[:key=value,...]",
+                   help="configs to train, each with optional overrides, e.g. cpu cpu:optimizer=adamw")
+    p.add_argument("--dataset", default=None, help="the dataset every contestant trains on (default: each config's own)")
+    p.add_argument("--nanogpt", type=Path, default=None,
+                   help="a karpathy/nanoGPT folder: also run its CPU recipe on the same split (measurement only)")
+    p.add_argument("--max-iters", type=int, default=None, help="every contestant's training steps (default: each config's)")
+    p.add_argument("--nanogpt-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one setting of nanoGPT's recipe (e.g. max_iters=500; repeatable)")
+    p.add_argument("--target-bpc", type=float, default=None,
+                   help="report the wall time to this val bits per character (default: nanoGPT's final, if it runs)")
+    p.add_argument("--out", type=Path, default=None, help="folder for the runs, race.json and race.png (default outputs/races/<date-time>)")
+    p.add_argument("--no-samples", action="store_true", help="skip the known-word rate of each run's samples")
+    p.set_defaults(func=_run_race)
+
+
+def _run_race(args):
+    from atomlib.race import race_command
+
+    race_command(args)
+
+
 # --- entry point ---------------------------------------------------------------------------
 
 
@@ -207,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atom", description="ATOM-GPT: small GPTs for metal lyrics and dark verse.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_fetch, _add_scrape, _add_clean, _add_prepare, _add_train,
-                _add_sample, _add_eval, _add_chat, _add_bench):
+                _add_sample, _add_eval, _add_chat, _add_bench, _add_race):
         add(sub)
     return parser
 

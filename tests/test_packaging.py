@@ -39,7 +39,7 @@ def test_environment_yml_lists_the_same_packages_as_pyproject():
 
 def test_required_packages_are_declared():
     need = {"torch", "numpy", "tiktoken", "transformers", "jupyterlab", "ipywidgets", "matplotlib", "pandas",
-            "papermill", "nbval", "pyyaml", "safetensors", "tqdm", "requests", "beautifulsoup4", "pytest"}
+            "papermill", "nbval", "pyyaml", "safetensors", "tqdm", "requests", "beautifulsoup4", "pytest", "tokenizers"}
     assert need <= pyproject_deps()
 
 
@@ -66,7 +66,7 @@ def test_torch_is_pinned_for_cpu_setup():
 def test_console_script_is_installed():
     out = subprocess.run(atom_cmd("--help"), capture_output=True, text=True)
     assert out.returncode == 0
-    for cmd in ("fetch", "scrape", "clean", "prepare", "train", "sample", "eval", "chat", "bench"):
+    for cmd in ("fetch", "scrape", "clean", "prepare", "train", "sample", "eval", "chat", "bench", "race"):
         assert cmd in out.stdout
 
 
