@@ -724,4 +724,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if "LOCAL_RANK" in os.environ:  # a worker under torchrun, its process group already destroyed
+        # Leave without C++ static destructors: gloo's threads, torn down at interpreter exit, now
+        # and then abort a worker ("terminate called without an active exception") after the run
+        # is complete and saved, and torchrun would report the whole run as failed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
