@@ -35,9 +35,11 @@ overridable), and `params_for(kind, **overrides)` turns a preset into SamplingPa
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import unicodedata
 from dataclasses import dataclass
+from importlib import resources
 
 from atomlib.sampling import SamplingParams
 
@@ -269,6 +271,13 @@ def _commands(head: list[str]) -> bool:
     if head[0] not in COMMAND_VERBS:
         return False
     return head[0] not in NOUN_LIKE_COMMANDS or len(head) == 1 or head[1] not in NOT_AFTER_VERB
+
+
+def labelled_prompts() -> list[dict]:
+    """The prompts the classifier was tuned on, each {"prompt", "kind"} (atomlib/data/prompts_labelled.jsonl;
+    the test suite keeps a held-out set of its own)."""
+    text = resources.files("atomlib").joinpath("data/prompts_labelled.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def classify_prompt(text: str) -> str:

@@ -13,8 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
-# Tests never touch the user's data/ or outputs/: ATOM_HOME would redirect them, but each test
-# that writes passes explicit temp paths instead; keep thread counts small on shared CI machines.
+# Tests never touch the user's data/ or outputs/: the repository's conftest.py points ATOM_HOME at
+# a temporary project for the whole session (and checks those folders at the end); tests that
+# write also pass explicit temp paths. Keep thread counts small on shared CI machines.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 VERSE = """Upon the midnight, dreary, while I pondered, weak and weary,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from atomlib import adaptive
 from atomlib.adaptive import KINDS, PRESETS, Preset, classify_prompt, extract_topic, frame_prompt, params_for
 from atomlib.errors import AtomError
 from atomlib.sampling import SamplingParams
@@ -33,7 +34,7 @@ def accuracy(rows):
 
 
 def test_labelled_set_is_big_and_balanced():
-    rows = load("prompts_labelled.jsonl")
+    rows = adaptive.labelled_prompts()
     counts = collections.Counter(r["kind"] for r in rows)
     assert len(rows) >= 160 and all(counts[k] >= 40 for k in KINDS), counts
     assert len({r["prompt"] for r in rows}) == len(rows)  # no duplicates
@@ -41,7 +42,7 @@ def test_labelled_set_is_big_and_balanced():
 
 @pytest.mark.parametrize("name", ["prompts_labelled.jsonl", "prompts_heldout.jsonl"])
 def test_classifier_accuracy(name):
-    overall, per_kind, wrong = accuracy(load(name))
+    overall, per_kind, wrong = accuracy(adaptive.labelled_prompts() if name == "prompts_labelled.jsonl" else load(name))
     print(f"\n{name}: overall {overall:.3f}, " + ", ".join(f"{k} {v:.3f}" for k, v in per_kind.items()))
     for w in wrong:
         print("  wrong:", w)

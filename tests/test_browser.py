@@ -3,7 +3,8 @@
 Starts JupyterLab on 127.0.0.1 with a token over a temporary project (ATOM_HOME) that holds
 the notebook and the tiny test run under outputs/runs/, runs all cells from the Run menu,
 types a prompt into the widget, clicks Send, waits for the streamed answer in the transcript
-and saves a screenshot to outputs/browser/06_chat.png. Skips (with the reason) when Debian's
+and saves a screenshot to outputs/browser/06_chat.png of the test session's project (ATOM_HOME,
+printed at the end of `make test`). Skips (with the reason) when Debian's
 chromium or the playwright package is missing; it never downloads a browser.
 """
 
@@ -21,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from atomlib.paths import outputs_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("ATOM_CHROMIUM", "/usr/bin/chromium"))  # Debian's by default
-SHOT = ROOT / "outputs" / "browser" / "06_chat.png"
 PROMPT = "fire and steel"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -92,6 +94,7 @@ def test_chat_notebook_in_chromium(lab):
     from playwright.sync_api import sync_playwright
 
     base, token, tmp = lab
+    shot = outputs_dir() / "browser" / "06_chat.png"  # the test session's project, not the user's
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=str(CHROMIUM), headless=True,
@@ -140,13 +143,13 @@ def test_chat_notebook_in_chromium(lab):
                 toast.first.click()
             transcript.evaluate("e => e.scrollIntoView({block: 'start'})")
             page.mouse.wheel(0, -60)  # the app's title line too
-            SHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SHOT), full_page=False)
-            page.locator(".jupyter-widgets").first.screenshot(path=str(SHOT.with_name("06_chat_app.png")))
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot), full_page=False)
+            page.locator(".jupyter-widgets").first.screenshot(path=str(shot.with_name("06_chat_app.png")))
         except Exception:
-            SHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SHOT.with_name("06_chat_failure.png")), full_page=True)
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot.with_name("06_chat_failure.png")), full_page=True)
             raise
         finally:
             browser.close()
-    assert SHOT.stat().st_size > 10_000
+    assert shot.stat().st_size > 10_000
