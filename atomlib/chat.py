@@ -574,11 +574,14 @@ class ChatSession:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
+        text = json.dumps(self.to_dict(), indent=1, ensure_ascii=False) if path.suffix.lower() == ".json" \
+            else self.to_markdown()
+        # Encoded before the file is opened, so nothing half-written is left behind. Text can hold
+        # lone surrogates (undecodable terminal bytes): they are written as \udXXX escapes, which
+        # JSON reads back as the same characters.
+        data = text.encode("utf-8", errors="backslashreplace")
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix.lower() == ".json":
-            path.write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
-        else:
-            path.write_text(self.to_markdown(), encoding="utf-8")
+        path.write_bytes(data)
         return path.resolve()
 
 

@@ -358,6 +358,75 @@ def credits(text):
     return _drop_lines(text, is_credit_line)
 
 
+# --- rules: a lyric site's own apparatus ------------------------------------------------------
+# DarkLyrics-style pages wrap the songs in their own furniture: the album header in the site's
+# format, numbered track headings, track lengths, and requests for corrections. Each is matched
+# only in its exact shape, so verse that merely shares a word stays.
+
+_DURATION_LINE = re.compile(r"[ \t]*[(\[]?[ \t]*(?:\d{1,2}:)?\d{1,2}:\d{2}[ \t]*[)\]]?[ \t]*")  # "4:57", "[04:57]"
+_DURATION_END = re.compile(r"(?<=\S)(?:[ \t]*[(\[][ \t]*(?:\d{1,2}:)?\d{1,2}:\d{2}[ \t]*[)\]]"     # "Title (4:57)"
+                           r"|[ \t]+[-–—][ \t]+(?:\d{1,2}:)?\d{1,2}:\d{2})[ \t]*$", re.M)         # "Title - 4:57"
+
+
+def track_durations(text):
+    """Track lengths: a line that is only a duration ('4:57', '(04:57)') and a duration after a
+    title in brackets or after a dash ('Title (4:57)'); a time inside verse ('at 4:57 the clock
+    stopped') stays."""
+    text, n = _drop_lines(text, lambda ln: ":" in ln and bool(_DURATION_LINE.fullmatch(ln)))
+    if ":" in text:
+        text, k = _DURATION_END.subn("", text)
+        n += k
+    return text, n
+
+
+_TRACK_HEADING = re.compile(r"[ \t]*\d{1,2}\.[ \t]+(?P<title>\S.{0,99})")
+_TITLE_GLUE = {"a", "an", "and", "as", "at", "by", "de", "der", "des", "die", "du", "for", "from", "in", "into", "la",
+               "le", "of", "on", "or", "over", "the", "to", "under", "upon", "von", "with", "within", "without"}
+
+
+def _is_track_heading(line: str) -> bool:
+    # "7. The Call of Ktulu": a track number and a title in title case ("1. I will rise" is verse)
+    m = _TRACK_HEADING.fullmatch(line)
+    if not m or m.group("title")[-1] in ",;:":
+        return False
+    words = _WORDS.findall(m.group("title"))
+    # a numbered stanza of names runs on into the next line ("27. Sid and Vid, ..., Fiörm and"): not a title
+    return (0 < len(words) <= 12 and (words[0][0].isupper() or words[0][0].isdigit())
+            and words[-1].lower() not in _TITLE_GLUE
+            and all(w[0].isupper() or w[0].isdigit() or w.lower() in _TITLE_GLUE for w in words))
+
+
+def track_headings(text):
+    """Numbered track headings: '7. Title', '07. Title Of The Song' (the title in title case)."""
+    return _drop_lines(text, _is_track_heading)
+
+
+_ALBUM_HEADER = re.compile(r"[ \t]*(?:album|ep|demo|single|compilation|live(?:[ \t]+album)?|split|boxset|"
+                           r"mini-album|other[ \t]+songs|bonus[ \t]+tracks?)[ \t]*:[ \t]*[\"“][^\"”\n]{1,150}[\"”]"
+                           r"[ \t]*(?:\([^)\n]{0,40}\))?[ \t]*", re.I)
+
+
+def album_headers(text):
+    """The site's album header: album: "Title" (1994), EP: "Title" (2001), demo: "Title"."""
+    return _drop_lines(text, lambda ln: ('"' in ln or "“" in ln) and bool(_ALBUM_HEADER.fullmatch(ln)))
+
+
+_CORRECTIONS = re.compile(
+    r"[^\w\n]*(?:"
+    r"(?:(?:any|all|your)[ \t]+)?corrections?[ \t]+(?:are[ \t]+|is[ \t]+)?(?:(?:very|always|most)[ \t]+)?"
+    r"(?:welcome[d]?|appreciated)"                                                   # "corrections are welcome"
+    r"|(?:please[ \t]+)?(?:send|e-?mail|mail|submit)[ \t]+(?:(?:any|all|your|me|us|the)[ \t]+)*corrections?\b"  # "send corrections to"
+    r"|if[ \t]+you[ \t]+(?:find|see|notice|spot|have)\b[^\n]{0,60}\b(?:mistakes?|errors?|corrections?)\b"
+    r"[^\n]{0,60}\b(?:lyrics?|let[ \t]+(?:me|us)[ \t]+know|send|correct\w*)\b"      # "if you find mistakes in the lyrics"
+    r")[^\n]{0,160}", re.I)
+
+
+def correction_requests(text):
+    """Requests for corrections: 'Corrections are welcome', 'Send corrections to the typist',
+    'If you find any mistakes in these lyrics, let me know'."""
+    return _drop_lines(text, lambda ln: len(ln) <= 200 and bool(_CORRECTIONS.fullmatch(ln)))
+
+
 # --- rule: URLs and e-mails --------------------------------------------------------------
 
 _TLD = r"(?:com|net|org|info|biz|co\.uk|de|fr|ru|nl|se|no|fi|pl|it|es|gr|br|cz|at|ch)"
@@ -451,6 +520,10 @@ RULES = [
     Rule("section_repeat_markers", section_repeat_markers, "[Chorus], (Verse 2), Chorus:, (x2), x3, (repeat)"),
     Rule("metadata_lines", metadata_lines, "Artist: X, Album: Y, Year: 1990, Track 3, CD 2"),
     Rule("credits", credits, "Lyrics by X, Music: Y, Thanks to Z for the lyrics, Submitted by, Corrections by"),
+    Rule("track_durations", track_durations, "track lengths: a line '4:57', 'Title (4:57)', 'Title - 4:57'"),
+    Rule("track_headings", track_headings, "numbered track headings in title case: '7. Title', '07. Title'"),
+    Rule("album_headers", album_headers, 'the site\'s album header: album: "Title" (1994), EP: "Title"'),
+    Rule("correction_requests", correction_requests, "'Corrections are welcome', 'Send corrections to ...'"),
     Rule("urls_emails", urls_emails, "http(s)://..., www...., site.com, name@mail.org"),
     Rule("numeric_noise", numeric_noise, "page numbers, [12] footnote markers and [Footnote: ...] bodies, line/verse numbers"),
     Rule("leading_indentation", leading_indentation, "spaces and tabs at the start of a line (verse layout's margins)"),

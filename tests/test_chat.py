@@ -196,6 +196,17 @@ def test_clear_and_save(session, tmp_path):
     assert r.kind == "clear" and session.history == []
 
 
+def test_save_writes_text_that_utf8_cannot_encode(session, tmp_path):
+    """Undecodable terminal bytes reach Python as lone surrogates; /save still writes every file."""
+    session.send("/tokens 8")
+    session.send("fire \udc80\udcff and steel")
+    md, js = tmp_path / "chat.md", tmp_path / "chat.json"
+    for f in (md, js):
+        assert "Saved 1 exchange(s)" in session.send(f"/save {f}").text
+    assert "fire \\udc80\\udcff and steel" in md.read_text(encoding="utf-8")
+    assert json.loads(js.read_text(encoding="utf-8"))["turns"][0]["text"] == "fire \udc80\udcff and steel"
+
+
 # --- LM Studio through the session --------------------------------------------------------------
 
 

@@ -38,6 +38,11 @@ VERSE = [
     "Picture this: a burning sky",
     "End of the line, end of the world",
     "The words are unknown.",
+    "At 4:57 the clock stopped",
+    "1. I will rise again",
+    "Send me to the grave",
+    'She said: "Come" (and I came)',
+    "If you find my errors, forgive me",
 ]
 
 
@@ -48,8 +53,8 @@ VERSE = [
 def test_rules_are_an_ordered_table_of_named_functions():
     names = [r.name for r in C.RULES]
     assert names == ["html_tags_entities", "unicode_whitespace", "gutenberg_header_footer", "placeholders",
-                     "section_repeat_markers", "metadata_lines", "credits", "urls_emails", "numeric_noise",
-                     "leading_indentation"]
+                     "section_repeat_markers", "metadata_lines", "credits", "track_durations", "track_headings",
+                     "album_headers", "correction_requests", "urls_emails", "numeric_noise", "leading_indentation"]
     assert C.RULE_NAMES == names + ["duplicates"]
     assert [row["rule"] for row in C.rules_table()] == C.RULE_NAMES
     for r in C.RULES:
@@ -253,6 +258,60 @@ def test_credit_words_inside_verse_stay():
               "Lyrics by candlelight, music by the sea", "      words:", "Corrected by the hand of fate",
               "By Christopher Marlowe", "Written by the dead", "The music: a funeral march for all of us"]:
         assert C.credits(s) == (s, 0), s
+
+
+# --- a lyric site's own apparatus ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rule,line,left", [
+    ("track_durations", "4:57", None), ("track_durations", "(4:57)", None), ("track_durations", "[04:57]", None),
+    ("track_durations", "1:04:57", None), ("track_durations", "Into the Void (4:57)", "Into the Void"),
+    ("track_durations", "Into the Void - 4:57", "Into the Void"),
+    ("track_headings", "7. The Call of Ktulu", None), ("track_headings", "07. Fade To Black", None),
+    ("track_headings", "1. Nightfall", None), ("track_headings", "12. In The Shadow Of The Horns", None),
+    ("album_headers", 'album: "Nightfall In Middle-Earth" (1998)', None), ("album_headers", 'EP: "The Somberlain" (1993)', None),
+    ("album_headers", 'demo: "Burial"', None), ("album_headers", "live album: “Alive In Athens” (1999)", None),
+    ("correction_requests", "Corrections are welcome", None), ("correction_requests", "corrections welcome!", None),
+    ("correction_requests", "Send corrections to the typist", None),
+    ("correction_requests", "Please send any corrections to joe", None),
+    ("correction_requests", "If you find any mistakes in these lyrics, please let me know", None),
+    ("correction_requests", "All corrections are appreciated.", None),
+])
+def test_lyric_site_apparatus_removed(rule, line, left):
+    want = "a verse\n" + (f"{left}\n" if left else "") + "another verse"
+    assert getattr(C, rule)(f"a verse\n{line}\nanother verse") == (want, 1)
+
+
+def test_lyric_site_shapes_inside_verse_stay():
+    for s in ["At 4:57 the clock stopped", "10:30 and the night is young", "1. I will rise again",
+              "7. and the seventh seal was broken,", "3. Fire, Walk With Me;", "Send me to the grave",
+              "Corrections of the soul are welcome in hell", "If you find my errors, forgive me", "The album of my sorrow",
+              'She said: "Come" (and I came)', "album of the dead: a requiem", "Into the void (and beyond)",
+              "27. Sid and Vid, Soekin and Eikin, Svöl and Gunnthrô, Fiörm and"]:  # a numbered Edda stanza
+        for rule in ("track_durations", "track_headings", "album_headers", "correction_requests"):
+            assert getattr(C, rule)(s) == (s, 0), (rule, s)
+
+
+def test_planted_site_noise_goes_and_every_lyric_line_stays():
+    """A song page in the site's layout with planted noise of every family: >= 95% of the noise
+    lines go, every lyric line stays."""
+    lyrics = ["Into the night we ride", "Steel and thunder in our hands", "The dead ride with us",
+              "At 4:57 the clock stopped", "1. I will rise again", "By the river of blood we stand",
+              "Send me to the grave", "Thanks to the night for hiding me", "The words of the dead are carved in stone"]
+    noise = ['album: "Fire Of The North" (1994)', "1. Into The Night", "01. Steel And Thunder", "4:57", "(05:12)",
+             "[Chorus]", "(x2)", "Lyrics by John Doe", "Music: Jane Roe", "Submitted by metalhead666",
+             "Thanks to Anna for the corrections", "Corrections are welcome", "Send corrections to the typist",
+             "If you find any mistakes in these lyrics, let me know", "www.darklyrics.com", "Artist: Frostmoon",
+             "Track 3", "[Instrumental]", "12", "2. The Dead Ride With Us (6:01)"]
+    page = []
+    for i, line in enumerate(lyrics):
+        page += [noise[2 * i % len(noise)], line, noise[(2 * i + 1) % len(noise)]]
+    page += noise[2 * len(lyrics):]
+    out, counts = C.clean_text("\n".join(page))
+    kept = out.split("\n")
+    assert all(line in kept for line in lyrics), (kept, counts)
+    left = [n for n in noise if n in kept]
+    assert len(left) <= 0.05 * len(noise), left
 
 
 # --- URLs and e-mails ------------------------------------------------------------------------------
