@@ -11,14 +11,22 @@ Writes must survive a kill at any instant. Each file is written under a temporar
 renamed into place, state.json last. Before the first rename the current files are
 hard-linked into `.prev/`, so if the process dies between renames the folder still holds
 one consistent checkpoint: either the new top-level one or the previous one in `.prev/`.
-The loader checks that the three files carry the same step and falls back to `.prev/`.
+The loader checks that the three files carry the same step and falls back to `.prev/`, saying
+so on stderr. state.json is checked key by key before anything is built from it, so a wrong
+type is one line naming the key. A training holds `.lock` in its folder (run_folder_lock), so a
+second training into the same folder stops with a message instead of interleaving saves.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import json
 import os
+import secrets
+import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -26,6 +34,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from atomlib.errors import AtomError
+
+try:
+    import fcntl  # POSIX: the run-folder lock; elsewhere trainings are not locked
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
 
@@ -37,6 +50,8 @@ def save_checkpoint(folder, model, state: dict, optimizer=None) -> None:
     """Atomically write model (+ optimizer) and state.json into folder. state must hold 'step'."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in (*folder.glob("*.tmp"), *folder.glob(".prev/*.tmp")):  # left by a killed save (we hold the lock)
+        stale.unlink(missing_ok=True)
     step = str(state["step"])
     tmp = {}
     tmp["model.safetensors"] = _write_tmp(folder / "model.safetensors",
@@ -56,10 +71,10 @@ def save_checkpoint(folder, model, state: dict, optimizer=None) -> None:
     consistent = _top_level_consistent(folder)
     for name in FILES:
         if consistent and (folder / name).exists():
-            link_tmp = prev / (name + ".tmp")
-            link_tmp.unlink(missing_ok=True)
+            link_tmp = _tmp_name(prev / name)
             os.link(folder / name, link_tmp)
             os.replace(link_tmp, prev / name)
+    _fsync_dir(prev)  # .prev/ must be on disk before the top level changes
     for name in ("model.safetensors", "optimizer.safetensors", "state.json"):  # state.json last: the commit
         if name in tmp:
             os.replace(tmp[name], folder / name)
@@ -82,12 +97,56 @@ def _top_level_consistent(folder: Path) -> bool:
     return True
 
 
+def _tmp_name(final: Path) -> Path:
+    """A temporary name beside `final` that no other writer uses."""
+    return final.with_name(f"{final.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
 def _write_tmp(final: Path, write) -> Path:
-    tmp = final.with_name(final.name + ".tmp")
+    tmp = _tmp_name(final)
     write(str(tmp))
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     return tmp
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace path's contents with text so that a kill leaves the old file or the new one, on disk."""
+    tmp = _write_tmp(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def run_folder_lock(folder):
+    """Held by the training that writes `folder`: a second training into it stops with a message
+    naming the holder, instead of two processes interleaving their saves."""
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    f = open(folder / ".lock", "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise AtomError(f"{folder} is being written by another training ({holder}); wait for it to finish "
+                        "or train into another folder (--out).") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+        if created and [p.name for p in folder.iterdir()] == [".lock"]:  # failed before writing: leave nothing
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -172,9 +231,12 @@ def load_checkpoint(folder, need_optimizer: bool = False) -> tuple[dict, dict, d
     except AtomError as first:
         if (folder / ".prev" / "state.json").is_file():
             try:
-                return _load_consistent(folder / ".prev", need_optimizer)
+                loaded = _load_consistent(folder / ".prev", need_optimizer)
             except AtomError:
-                pass
+                raise first from None
+            print(f"warning: {first} Using the previous checkpoint, {folder / '.prev'} (step {loaded[0]['step']}).",
+                  file=sys.stderr)
+            return loaded
         raise first
 
 
@@ -184,16 +246,58 @@ def _load_consistent(folder: Path, need_optimizer: bool):
         raise AtomError(f"{state_path} is missing: {folder} holds no checkpoint; train with `atom train` or pick another run.")
     try:
         state = json.loads(state_path.read_text(encoding="utf-8"))
-        step = str(state["step"])
-        state["config"], state["model_config"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError) as e:
         raise AtomError(f"{state_path} is corrupt ({type(e).__name__}); delete the run or resume from another.") from None
+    check_state(state, state_path)
+    step = str(state["step"])
     model = _read_tensors(folder / "model.safetensors", step)
     opt = None
     if need_optimizer or (folder / "optimizer.safetensors").exists():
         if need_optimizer or "optimizer" in state:
             opt = _read_tensors(folder / "optimizer.safetensors", step)
     return state, model, opt
+
+
+# state.json's keys and their JSON types; the first three are required
+_STATE_KEYS = {"step": int, "config": dict, "model_config": dict, "tokenizer": dict, "best_val_loss": (float, type(None)),
+               "rng": dict, "data": dict, "elapsed_s": float, "tokens": int, "threads": (int, type(None)),
+               "optimizer": dict, "dataset_meta": dict}
+
+
+def _json_type_ok(value, kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool):  # JSON true/false are not numbers here
+        return bool in kinds
+    return isinstance(value, kinds) or (float in kinds and isinstance(value, int))
+
+
+def check_state(state, path) -> None:
+    """Raise AtomError naming the first key of a run's state.json that is missing or of the wrong
+    type, the model's shape and switches included, so nothing is built from a bad file."""
+    from atomlib.model import GPTConfig
+
+    def bad(what: str):
+        raise AtomError(f"{path}: {what}; the checkpoint is damaged: delete the run or resume from another.")
+
+    if not isinstance(state, dict):
+        bad("the file is not a JSON object")
+    for key, kind in _STATE_KEYS.items():
+        if key not in state:
+            if key in ("step", "config", "model_config"):
+                bad(f"key '{key}' is missing")
+        elif not _json_type_ok(state[key], kind):
+            bad(f"key '{key}' is {type(state[key]).__name__}, not {getattr(kind, '__name__', 'a number or null')}")
+    if state["step"] < 0:
+        bad(f"key 'step' is {state['step']}")
+    fields = {f.name: type(f.default) for f in dataclasses.fields(GPTConfig)}
+    for key, value in state["model_config"].items():
+        if key not in fields:
+            bad(f"model_config has an unknown key '{key}'")
+        if not _json_type_ok(value, fields[key]):
+            bad(f"model_config key '{key}' is {type(value).__name__}, not {fields[key].__name__}")
+    for key in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size"):  # the weights' shapes
+        if key not in state["model_config"] or state["model_config"][key] < 1:
+            bad(f"model_config key '{key}' is missing or not positive")
 
 
 def _read_tensors(path: Path, step: str) -> dict:
@@ -215,7 +319,10 @@ def _read_tensors(path: Path, step: str) -> dict:
 def restore_model(model, tensors: dict) -> None:
     """Load saved weights into a model built with the same GPTConfig (a tied head is the embedding)."""
     target = _unwrap(model)
-    missing, unexpected = target.load_state_dict(tensors, strict=False)
+    try:
+        missing, unexpected = target.load_state_dict(tensors, strict=False)
+    except RuntimeError as e:  # a tensor of another shape than state.json's model_config says
+        raise AtomError(f"checkpoint does not fit the model its state.json describes ({str(e).splitlines()[-1].strip()}).") from None
     if _tied(target):
         missing = [k for k in missing if k != "lm_head.weight"]
     if missing or unexpected:

@@ -312,9 +312,7 @@ def read_metrics(run_dir) -> list[dict]:
 def _trim_metrics(path: Path, step: int) -> None:
     """Keep the rows up to the checkpoint being resumed; the run will write the later ones again."""
     rows = [r for r in read_metrics(path.parent) if r["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
+    ckpt.write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def summary(run_dir) -> dict:
@@ -368,7 +366,10 @@ def run(cfg: TrainConfig, out_dir=None, resume: bool = False, progress: bool = T
         # rank 0 decides the folder and whether to resume; every rank then reads the same checkpoint
         run_dir = Path(dist.share(str(out_dir or default_run_dir(cfg.name))))
         resume = dist.share(bool(resume or has_checkpoint(run_dir)))
-        run_dir = _train(cfg, run_dir, resume, progress, dist, local_gas, device)
+        if resume and not run_dir.is_dir():
+            raise AtomError(f"run folder {run_dir} does not exist; pick one under outputs/runs/ or train with `atom train`.")
+        with ckpt.run_folder_lock(run_dir) if dist.master else contextlib.nullcontext():  # one writer per folder
+            run_dir = _train(cfg, run_dir, resume, progress, dist, local_gas, device)
         if dist.ddp:  # leave together: without this, rank 1 tearing gloo down while rank 0 was
             torch.distributed.barrier()  # still finishing its last save died in SIGABRT now and then
         return run_dir

@@ -4,6 +4,7 @@ and fine-tuning from a GPT-2 folder."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -226,7 +227,7 @@ def test_ddp_two_processes_match_one(tiny_dataset, tmp_path, extra):
     # only rank 0 wrote: nothing but the run folder appeared, and its files are the single writer's
     assert sorted(p.name for p in home.iterdir()) == ["configs"]
     assert {p.name for p in (tmp_path / "two").iterdir()} == {"model.safetensors", "optimizer.safetensors",
-                                                             "state.json", "metrics.jsonl", "best", ".prev"}
+                                                             "state.json", "metrics.jsonl", "best", ".prev", ".lock"}
     assert r.stdout.count("step 10: train loss") == 1
 
 
@@ -273,7 +274,10 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_dataset, tmp_path, ex
 
 
 def _state(step):
-    return {"step": step, "config": {}, "model_config": {}, "tokenizer": {}, "best_val_loss": None}
+    from atomlib.model import GPTConfig
+
+    mc = dataclasses.asdict(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8))
+    return {"step": step, "config": {}, "model_config": mc, "tokenizer": {}, "best_val_loss": None}
 
 
 def test_crash_between_renames_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -370,3 +374,72 @@ def test_init_from_a_gpt2_folder_trains_on_bpe(tiny_corpus, tiny_dataset, tmp_pa
     with pytest.raises(AtomError, match=r"needs a GPT-2 BPE dataset \(vocab 50257\) but dataset .* is char-level"):
         run(cfg, tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+# --- run folders: bad state.json, a corrupt latest checkpoint, one writer -----------------------
+
+
+@pytest.mark.parametrize("key,value,named", [
+    ("step", "12", "key 'step' is str"), ("config", [], "key 'config' is list"),
+    ("model_config", None, "key 'model_config' is NoneType"), ("best_val_loss", "low", "key 'best_val_loss' is str"),
+    ("model_config.n_layer", "4", "model_config key 'n_layer' is str"),
+    ("model_config.vocab_size", 0, "model_config key 'vocab_size' is missing or not positive"),
+    ("model_config.wings", 2, "model_config has an unknown key 'wings'"), ("tokenizer", 7, "key 'tokenizer' is int"),
+])
+def test_a_state_json_with_a_wrong_type_is_one_line_naming_the_key(tiny_run, tmp_path, key, value, named):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    for folder in (run_dir, run_dir / "best", run_dir / ".prev"):
+        path = folder / "state.json"
+        if not path.is_file():
+            continue
+        state = json.loads(path.read_text())
+        target, _, sub = key.partition(".")
+        if sub:
+            state[target][sub] = value
+        else:
+            state[target] = value
+        path.write_text(json.dumps(state))
+    r = subprocess.run(atom_cmd("sample", "--run", run_dir, "--max-new-tokens", 5), capture_output=True, text=True,
+                       timeout=120, env=subprocess_env())
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and named in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_path, capsys):
+    from atomlib.model import GPT, GPTConfig
+
+    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8))
+    folder = tmp_path / "run"
+    ckpt.save_checkpoint(folder, model, _state(1))
+    ckpt.save_checkpoint(folder, model, _state(2))  # the first is now in .prev/
+    (folder / "model.safetensors").write_bytes(b"\0" * 100)  # the latest is damaged
+    state, _, _ = ckpt.load_checkpoint(folder)
+    err = capsys.readouterr().err
+    assert state["step"] == 1
+    assert err.startswith("warning: ") and "model.safetensors is corrupt" in err and ".prev (step 1)" in err
+    assert err.count("\n") == 1
+
+
+def test_a_second_training_into_a_locked_folder_stops_with_a_message(tiny_dataset, tmp_path):
+    folder = tmp_path / "run"
+    cfg = load_config("test", tiny_args(tiny_dataset, max_iters=2))
+    with ckpt.run_folder_lock(folder):  # another training holds the folder
+        with pytest.raises(AtomError, match=rf"{folder} is being written by another training \(pid {os.getpid()}\)"):
+            run(cfg, folder, progress=False)
+    assert not (folder / "state.json").exists()
+    run(cfg, folder, progress=False)  # released: the folder trains
+    assert ckpt.load_checkpoint(folder)[0]["step"] == 2
+
+
+def test_temporary_files_have_unique_names_and_stale_ones_are_swept(tmp_path):
+    from atomlib.model import GPT, GPTConfig
+
+    a, b = ckpt._tmp_name(tmp_path / "state.json"), ckpt._tmp_name(tmp_path / "state.json")
+    assert a != b and a.parent == tmp_path and a.name.endswith(".tmp")
+    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8))
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "state.json.123-dead.tmp").write_text("half a file")  # left by a save that was killed
+    ckpt.save_checkpoint(folder, model, _state(1))
+    assert not list(folder.glob("*.tmp")) and not list(folder.glob(".prev/*.tmp"))
