@@ -7,11 +7,30 @@ hours, so this module is built around three promises:
 - polite: robots.txt is read first and obeyed (a disallowed page is never requested), every
   request waits `delay` seconds after the previous one and names the project in its
   User-Agent, and 429/5xx answers back off exponentially, honouring Retry-After;
-- resumable: every page is cached on disk (written atomically) and songs.jsonl is appended
-  album by album with flush+fsync, so a crash or Ctrl-C loses at most the album in flight and
-  a re-run requests nothing it already has and writes no song twice;
+- resumable: every page is cached on disk and songs.jsonl is appended album by album with
+  flush+fsync, so a crash or Ctrl-C loses at most the album in flight and a re-run requests
+  nothing it already has and writes no song twice;
 - tolerant: the parsers below read the site as it really is (and as it varies), and a page
   they cannot read is skipped with a warning instead of ending the crawl.
+
+The rules that keep the cache and the crawl honest:
+
+- validate, then cache: a page is cached only once its parser finds what it needs (artist
+  links, album links, song headings), so an error page sent with status 200 is skipped now and
+  fetched again on the next run;
+- failures are not remembered: a 404, a 5xx or a timeout counts in this run's summary only, and
+  the next run asks again;
+- redirects stay on the site: they are followed only to the same scheme, host and port, only
+  to pages robots.txt allows, and at most MAX_REDIRECTS hops; otherwise the page fails;
+- bounded cache names: CACHE/<host>/<readable slug, at most 80 characters>-<hash of the URL>.html,
+  so long titles fit the file system and two URLs never share a file (caches written with the
+  older CACHE/<host>/<path> names are not read: those pages are fetched again);
+- atomic cache writes: temp file beside the target, fsync, rename, so a kill never leaves half
+  a page that a later run would trust;
+- a hostile server costs one page and one warning line: bodies over MAX_PAGE_BYTES, bodies not
+  complete within `timeout` seconds, and malformed answers fail the page; nothing hangs or
+  raises past the crawl. Only an unreachable site or an unreadable robots.txt ends the run,
+  with a one-line AtomError.
 
 The site, as walked here:
 
@@ -28,6 +47,7 @@ song per line: artist, artist_slug, album, year, track, title, lyrics, url.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -36,11 +56,14 @@ import tempfile
 import time
 import unicodedata
 import urllib.robotparser
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from bs4 import BeautifulSoup, NavigableString, Tag, UnicodeDammit
 from tqdm.auto import tqdm
 
@@ -87,8 +110,20 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the default port filled in; raises ValueError on a bad port."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or ""), parts.port or {"http": 80, "https": 443}.get(scheme)
+
+
 def _same_site(url: str, page_url: str) -> bool:
-    return urlsplit(url).netloc.lower() == urlsplit(page_url).netloc.lower()
+    """Same scheme, host and port: the only links and redirects the crawl follows (robots.txt
+    speaks for one such origin). A URL with a malformed port is not on the site."""
+    try:
+        return _origin(url) == _origin(page_url)
+    except ValueError:
+        return False
 
 
 def _artist_name(soup: BeautifulSoup) -> str | None:
@@ -327,7 +362,21 @@ def parse_album_page(html: str, page_url: str) -> dict:
 
 
 class _PageFailed(Exception):
-    """A page could not be fetched (404, retries exhausted); the crawl counts it and goes on."""
+    """A page could not be fetched (404, retries exhausted, a bad redirect, too big); the crawl
+    counts it for this run's summary and goes on. Nothing about it is remembered on disk."""
+
+
+class _PageUnreadable(Exception):
+    """A page arrived but lacks what its parser needs (e.g. an error page sent with status 200)."""
+
+
+class _Answer(NamedTuple):
+    status: int
+    headers: Mapping[str, str]
+    body: bytes  # read for 200 answers only
+
+
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 def _decode(body: bytes, content_type: str) -> str:
@@ -346,8 +395,8 @@ def _decode(body: bytes, content_type: str) -> str:
     return UnicodeDammit(body, is_html=True).unicode_markup or body.decode("cp1252", errors="replace")
 
 
-def _retry_after(resp: requests.Response) -> float | None:
-    value = resp.headers.get("Retry-After", "").strip()
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After", "").strip()
     if not value:
         return None
     try:  # seconds
@@ -360,20 +409,37 @@ def _retry_after(resp: requests.Response) -> float | None:
         return None
 
 
+def _cannot_connect(e: requests.ConnectionError) -> bool:
+    """True when no connection could be opened (site down, DNS, no network), False when the
+    server answered but broke the answer (malformed status line, hung up mid-way)."""
+    cause = e.args[0] if e.args else None
+    return isinstance(getattr(cause, "reason", cause), urllib3.exceptions.NewConnectionError)
+
+
 def _warn(msg: str):
-    tqdm.write(f"warning: {msg}", file=sys.stderr)
+    tqdm.write("warning: " + " ".join(msg.split()), file=sys.stderr)  # always one line
 
 
 def _write_atomic(path: Path, data: bytes):
+    """Write to a uniquely named temp file beside `path`, fsync, rename: a kill leaves either
+    the old file or the whole new one, never half a page (temp names start with '.', cache names never do)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _slug(text: str, limit: int = 80) -> str:
+    """'/lyrics/amonamarth/twilight?x=1' -> 'lyrics-amonamarth-twilight-x-1': ASCII letters,
+    digits and '-', at most `limit` characters."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:limit].strip("-")
 
 
 class Fetcher:
@@ -383,6 +449,8 @@ class Fetcher:
     """
 
     MAX_RETRY_AFTER = 300.0  # never sleep longer than this on one Retry-After
+    MAX_REDIRECTS = 5  # hops per page, as RFC 9309 allows for robots.txt
+    MAX_PAGE_BYTES = 5_000_000  # real pages are under 200 kB; anything far bigger is not a page
 
     def __init__(self, base_url: str, cache_dir: Path, delay: float = 3.0, session=None,
                  retries: int = 4, backoff: float = 2.0, timeout: float = 30.0):
@@ -393,16 +461,15 @@ class Fetcher:
         self.requests = 0
         self._last = None  # monotonic time of the last request
 
-    # cache layout: CACHE/<host_port>/<path>, readable by a person; 404s leave a .404 marker
     def cache_path(self, url: str) -> Path:
+        """CACHE/<host-port>/<slug of the path>-<hash of the URL>.html. The slug lets a person find
+        a page; the hash (of the whole URL, fragment aside) keeps two URLs from sharing a file; both
+        are bounded, so a 1,000-character title still fits the file system's 255-byte names."""
+        url = url.split("#")[0]
         parts = urlsplit(url)
-        host = re.sub(r"[^A-Za-z0-9.-]", "_", parts.netloc)
-        segs = [re.sub(r"[^A-Za-z0-9._%-]", "_", s) for s in parts.path.split("/") if s not in ("", ".", "..")]
-        if not segs or parts.path.endswith("/"):
-            segs.append("index.html")
-        if parts.query:
-            segs[-1] += "_" + re.sub(r"[^A-Za-z0-9._%-]", "_", parts.query)
-        return self.cache_dir.joinpath(host, *segs)
+        digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+        name = _slug(parts.path.removesuffix(".html") + "?" + parts.query) or "index"
+        return self.cache_dir / (_slug(parts.netloc) or "host") / f"{name}-{digest}.html"
 
     def _wait_politely(self):
         if self._last is not None:
@@ -410,32 +477,54 @@ class Fetcher:
             if pause > 0:
                 time.sleep(pause)
 
-    def request(self, url: str, fatal_connect: bool = False) -> requests.Response:
-        """GET with the project's User-Agent; retries 429/5xx/timeouts with exponential backoff
-        (Retry-After wins when given). Returns the final response (any status below 500 but 429)."""
+    def _read_body(self, resp: requests.Response, started: float) -> bytes:
+        """The body, at most MAX_PAGE_BYTES of it, all within `timeout` seconds of the request:
+        requests' own timeout is per read, so a server that trickles bytes would never hit it."""
+        declared = resp.headers.get("Content-Length", "").strip()
+        if declared.isdigit() and int(declared) > self.MAX_PAGE_BYTES:
+            raise _PageFailed(f"the page is {int(declared):,} bytes, over the {self.MAX_PAGE_BYTES:,}-byte limit")
+        read = getattr(resp.raw, "read1", resp.raw.read)  # read1 returns what has arrived (urllib3 >= 2)
+        body = bytearray()
+        while chunk := read(64 * 1024, decode_content=True):
+            body += chunk
+            if len(body) > self.MAX_PAGE_BYTES:
+                raise _PageFailed(f"the page is over the {self.MAX_PAGE_BYTES:,}-byte limit")
+            if time.monotonic() - started > self.timeout:
+                raise requests.Timeout()
+        return bytes(body)
+
+    def request(self, url: str, fatal_connect: bool = False) -> _Answer:
+        """One GET (redirects not followed) with the project's User-Agent; retries 429/5xx,
+        timeouts and broken answers with exponential backoff (Retry-After wins when given).
+        Returns the final answer (any status below 500 but 429)."""
         reason = ""
         for attempt in range(self.retries + 1):
             self._wait_politely()
             wait = self.backoff * 2 ** attempt
             try:
                 self.requests += 1
-                resp = self.session.get(url, headers={"User-Agent": USER_AGENT}, timeout=self.timeout)
-            except requests.Timeout:
+                started = time.monotonic()
+                with self.session.get(url, headers={"User-Agent": USER_AGENT}, timeout=self.timeout,
+                                      stream=True, allow_redirects=False) as resp:
+                    if resp.status_code != 429 and resp.status_code < 500:
+                        body = self._read_body(resp, started) if resp.status_code == 200 else b""
+                        return _Answer(resp.status_code, resp.headers, body)
+                    reason = f"HTTP {resp.status_code}"
+                    after = _retry_after(resp.headers)
+                    if after is not None:
+                        wait = min(after, self.MAX_RETRY_AFTER)
+            except (requests.Timeout, urllib3.exceptions.TimeoutError):
                 reason = f"timed out after {self.timeout:g} s"
             except requests.ConnectionError as e:
-                if fatal_connect:
+                if not _cannot_connect(e):  # the server answered, badly: worth another try
+                    reason = "a malformed answer (ConnectionError)"
+                elif fatal_connect:
                     raise AtomError(f"cannot connect to {self.base_url} ({type(e).__name__}); "
                                     "check --base-url and your network connection.") from None
-                reason = "connection failed"
-            except requests.RequestException as e:  # a broken transfer: worth another try
-                reason = type(e).__name__
-            else:
-                if resp.status_code != 429 and resp.status_code < 500:
-                    return resp
-                reason = f"HTTP {resp.status_code}"
-                after = _retry_after(resp)
-                if after is not None:
-                    wait = min(after, self.MAX_RETRY_AFTER)
+                else:
+                    reason = "connection failed"
+            except (requests.RequestException, urllib3.exceptions.HTTPError, ValueError) as e:
+                reason = f"a malformed answer ({type(e).__name__})"  # a broken transfer, a bad Location, ...
             finally:
                 self._last = time.monotonic()
             if attempt < self.retries:
@@ -446,19 +535,43 @@ class Fetcher:
                             "re-run the same command later to resume where it stopped.")
         raise _PageFailed(f"{reason} after {self.retries + 1} attempts")
 
+    def fetch(self, url: str, robots_txt: bool = False) -> _Answer:
+        """request(), following redirects only within the site (same scheme, host and port), only to
+        pages robots.txt allows, and at most MAX_REDIRECTS hops. `robots_txt`: this is robots.txt
+        itself, the first request, so there are no rules to check yet and a refused connection ends the run."""
+        for _ in range(self.MAX_REDIRECTS + 1):
+            answer = self.request(url, fatal_connect=robots_txt)
+            if answer.status not in _REDIRECTS:
+                return answer
+            url = self._redirect_target(url, answer.headers.get("Location", ""), robots_txt)
+        raise _PageFailed(f"more than {self.MAX_REDIRECTS} redirects")
+
+    def _redirect_target(self, url: str, location: str, robots_txt: bool) -> str:
+        if not location.strip():
+            raise _PageFailed("a redirect without a Location")
+        try:
+            target = urljoin(url, location.strip()).split("#")[0]
+        except ValueError:  # e.g. 'http://[oops'
+            raise _PageFailed(f"a malformed redirect to {location[:100]!r}") from None
+        if not _same_site(target, self.base_url):
+            raise _PageFailed(f"redirects off the site, to {target[:200]}")
+        if not robots_txt and not self.allowed(target):
+            raise _PageFailed(f"redirects to {target[:200]}, which robots.txt disallows")
+        return target
+
     def load_robots(self):
         """Fetch and parse BASE/robots.txt (never cached: the site may change its mind)."""
         url = urljoin(self.base_url + "/", "/robots.txt")
         try:
-            resp = self.request(url, fatal_connect=True)
+            answer = self.fetch(url, robots_txt=True)
         except _PageFailed as e:
-            raise AtomError(f"{url} could not be read ({e}); try again later.") from None
-        if resp.status_code in (401, 403):
+            raise AtomError(f"{url} could not be read ({e}); try again later, or check --base-url.") from None
+        if answer.status in (401, 403):
             self.robots.disallow_all = True
-        elif resp.status_code >= 400:
+        elif answer.status != 200:
             self.robots.allow_all = True  # no robots.txt: everything is allowed
         else:
-            self.robots.parse(_decode(resp.content, "").splitlines())
+            self.robots.parse(_decode(answer.body, "").splitlines())
         self.robots.modified()
         crawl_delay = self.robots.crawl_delay(USER_AGENT)
         if crawl_delay and float(crawl_delay) > self.delay:
@@ -468,23 +581,27 @@ class Fetcher:
     def allowed(self, url: str) -> bool:
         return self.robots.can_fetch(USER_AGENT, url)
 
-    def get(self, url: str) -> str:
-        """The page's text, from the cache when it is there, else from the site (then cached)."""
+    def get(self, url: str, parse):
+        """parse(text, url) for the page: from the cache when it is there, else from the site.
+        A fetched page is cached only once `parse` accepts it, so an error page sent with status
+        200 is skipped now and fetched again next run; a cached copy the parser no longer accepts
+        is dropped and fetched again."""
         path = self.cache_path(url)
         if path.is_file():
-            return path.read_text(encoding="utf-8")
-        missing = path.with_name(path.name + ".404")
-        if missing.is_file():
-            raise _PageFailed(f"HTTP {missing.read_text().strip() or 404} (remembered in {missing})")
-        resp = self.request(url)
-        if resp.status_code in (404, 410):
-            _write_atomic(missing, str(resp.status_code).encode())
-            raise _PageFailed(f"HTTP {resp.status_code}")
-        if resp.status_code != 200:
-            raise _PageFailed(f"HTTP {resp.status_code}")
-        text = _decode(resp.content, resp.headers.get("Content-Type", ""))
+            try:
+                return parse(path.read_text(encoding="utf-8"), url)
+            except Exception:  # noqa: BLE001 - an old or damaged copy: fetch it again
+                path.unlink(missing_ok=True)
+        answer = self.fetch(url)
+        if answer.status != 200:
+            raise _PageFailed(f"HTTP {answer.status}")
+        text = _decode(answer.body, answer.headers.get("Content-Type", ""))
+        try:
+            result = parse(text, url)
+        except Exception as e:  # noqa: BLE001 - one odd page must not end a crawl of hours
+            raise _PageUnreadable(f"{type(e).__name__}: {e}") from None
         _write_atomic(path, text.encode("utf-8"))
-        return text
+        return result
 
 
 # --- output: songs.jsonl, appended album by album, deduplicated -----------------------------
@@ -592,34 +709,27 @@ def format_summary(summary: dict) -> str:
 
 
 class _Crawl:
-    """Counts what happened and turns fetch/parse trouble into warnings."""
+    """Counts what happened and turns fetch/parse trouble into one-line warnings."""
 
     def __init__(self, fetcher: Fetcher):
         self.fetcher = fetcher
         self.stats = {"artists": 0, "albums": 0, "songs": 0, "skipped": 0, "failed": 0}
 
-    def page(self, url: str) -> str | None:
+    def parse(self, parser, url: str):
+        """parser(page text, url), or None when the page is disallowed, failed or unreadable."""
         if not self.fetcher.allowed(url):
             _warn(f"robots.txt disallows {url}; skipped")
             self.stats["skipped"] += 1
             return None
         try:
-            return self.fetcher.get(url)
+            return self.fetcher.get(url, parser)
         except _PageFailed as e:
             _warn(f"could not fetch {url}: {e}; skipped")
             self.stats["failed"] += 1
-            return None
-
-    def parse(self, parser, url: str):
-        html = self.page(url)
-        if html is None:
-            return None
-        try:
-            return parser(html, url)
-        except Exception as e:  # noqa: BLE001 - one odd page must not end a crawl of hours
-            _warn(f"could not parse {url} ({type(e).__name__}: {e}); skipped")
+        except _PageUnreadable as e:
+            _warn(f"could not parse {url} ({e}); skipped")
             self.stats["skipped"] += 1
-            return None
+        return None
 
 
 def scrape_darklyrics(artists=(), letters=(), base_url: str = DEFAULT_BASE_URL, out_dir=None,

@@ -9,7 +9,8 @@ invented here (real ones are copyrighted).
 
 `SITE` is the source of truth: tests compare what the scraper writes with `expected_songs()`.
 The server logs every request (path, User-Agent) and can be told to answer a path with errors
-(429 + Retry-After, 503, a slow answer) before serving it normally.
+(429 + Retry-After, 503, a redirect, an error page sent as 200, a slow, trickled or malformed
+answer) before serving it normally.
 """
 
 from __future__ import annotations
@@ -154,11 +155,11 @@ def album_page(artist: dict, album: dict) -> str:
                  + THANKS + "</div>\n", charset_meta=style.get("charset") == "meta")
 
 
-def build_site() -> dict[str, tuple[bytes, str]]:
-    """path -> (body, content type) for every page of the fake site."""
+def build_site(artists=SITE) -> dict[str, tuple[bytes, str]]:
+    """path -> (body, content type) for every page of the fake site (or of a site of these artists)."""
     pages = {"/robots.txt": (ROBOTS_TXT.encode(), "text/plain")}
     by_letter: dict[str, list] = {}
-    for artist in SITE:
+    for artist in artists:
         by_letter.setdefault(letter_of(artist["slug"]), []).append(artist)
         pages[f'/{letter_of(artist["slug"])}/{artist["slug"]}.html'] = (artist_page(artist).encode(), "text/html; charset=utf-8")
         for album in artist["albums"]:
@@ -166,15 +167,15 @@ def build_site() -> dict[str, tuple[bytes, str]]:
                 continue
             ctype = "text/html" if album.get("style", {}).get("charset") == "meta" else "text/html; charset=utf-8"
             pages[f'/lyrics/{artist["slug"]}/{album["slug"]}.html'] = (album_page(artist, album).encode(), ctype)
-    for letter, artists in by_letter.items():
-        pages[f"/{letter}.html"] = (letter_page(letter, artists).encode(), "text/html; charset=utf-8")
+    for letter, listed in by_letter.items():
+        pages[f"/{letter}.html"] = (letter_page(letter, listed).encode(), "text/html; charset=utf-8")
     return pages
 
 
-def expected_songs(base_url: str, slugs) -> list[dict]:
+def expected_songs(base_url: str, slugs, artists=SITE) -> list[dict]:
     """The songs.jsonl records the scraper should write for these artists, in crawl order."""
     out = []
-    for artist in (a for s in slugs for a in SITE if a["slug"] == s):
+    for artist in (a for s in slugs for a in artists if a["slug"] == s):
         for album in artist["albums"]:
             if album.get("unparsable") or album.get("missing") or album["slug"] == "stormblast":
                 continue
@@ -192,8 +193,10 @@ class FixtureServer:
     """Serves pages from a dict on 127.0.0.1:<free port>, in a background thread.
 
     requests: list of (path, user_agent) in arrival order.
-    fail(path, *answers): answer `path` with these first, e.g. (429, {"Retry-After": "1"}), (503, {}),
-    ("slow", seconds) for a delayed normal answer; then serve it normally.
+    fail(path, *answers): answer `path` with these first, then serve it normally. An answer is
+    (status, headers) with the body "error", (status, headers, body), ("slow", seconds) for a
+    delayed normal answer, ("trickle", seconds, n) for a 200 whose n body bytes come one per
+    `seconds`, or ("raw", bytes) for bytes written as they are (not HTTP) before hanging up.
     """
 
     def __init__(self, pages: dict | None = None):
@@ -230,13 +233,25 @@ class FixtureServer:
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls between header and body
 
+            def handle(self):
+                try:
+                    super().handle()
+                except (BrokenPipeError, ConnectionResetError):  # the client hung up (a page it refused)
+                    pass
+
             def do_GET(self):
                 path = self.path.split("?")[0]
                 answer = server._next_answer(path, self.headers.get("User-Agent", ""))
                 if answer is not None and answer[0] == "slow":
                     time.sleep(answer[1])
+                elif answer is not None and answer[0] == "trickle":
+                    return self._trickle(*answer[1:])
+                elif answer is not None and answer[0] == "raw":
+                    self.close_connection = True
+                    return self.wfile.write(answer[1])
                 elif answer is not None:
-                    return self._send(answer[0], b"error\n", "text/plain", answer[1])
+                    body = answer[2] if len(answer) > 2 else b"error\n"
+                    return self._send(answer[0], body, "text/html" if len(answer) > 2 else "text/plain", answer[1])
                 if path not in server.pages:
                     return self._send(404, b"<h1>Not found</h1>", "text/html", {})
                 body, ctype = server.pages[path]
@@ -252,6 +267,18 @@ class FixtureServer:
                     self.end_headers()
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+                    pass
+
+            def _trickle(self, seconds, n):
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(n))
+                    self.end_headers()
+                    for _ in range(n):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(seconds)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up
                     pass
 
             def log_message(self, *args):  # keep test output clean

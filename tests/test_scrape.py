@@ -208,9 +208,10 @@ def test_crawl_artist_mode_writes_every_song_politely(site, tmp_path, capsys):
     assert "robots.txt disallows" in capsys.readouterr().err
     assert all(ua == USER_AGENT for _, ua in site.requests) and "ATOM-GPT" in USER_AGENT and "https://" in USER_AGENT
     assert len(paths) == len(set(paths)) == summary["requests"]  # no page fetched twice
-    # every fetched page is in the cache, and no temp file is left behind
+    # every fetched page is in the cache under a readable, bounded name, and no temp file is left behind
     cached = {p.name for p in (tmp_path / "cache").rglob("*")}
-    assert "twilightofthethundergod.html" in cached and not any(n.startswith(".tmp-") for n in cached)
+    assert any(n.startswith("lyrics-amonamarth-twilightofthethundergod-") for n in cached)
+    assert not any(n.startswith(".tmp-") for n in cached) and max(map(len, cached)) <= 80 + 1 + 16 + 5
 
 
 def test_crawl_letter_mode_counts_skipped_and_failed(site, tmp_path, capsys):
@@ -271,7 +272,8 @@ def test_rerun_requests_only_robots_txt_and_writes_no_duplicates(site, tmp_path)
     first = (tmp_path / "out" / "songs.jsonl").read_bytes()
     n = len(site.paths())
     summary = run(site, tmp_path, artists=["amonamarth", "arcturus"], letters=["a"])
-    assert site.paths()[n:] == ["/robots.txt"]  # even the dead link is remembered
+    # only the pages that failed last time are asked for again: the dead link and the page without lyrics
+    assert site.paths()[n:] == ["/robots.txt", "/lyrics/arcturus/broken.html", "/lyrics/arcturus/gone.html"]
     assert (tmp_path / "out" / "songs.jsonl").read_bytes() == first
     assert (summary["songs"], summary["existing"]) == (0, len(expected_songs(site.base_url, ["amonamarth", "arcturus"])))
 
@@ -349,13 +351,83 @@ def test_torn_last_line_is_cut_and_its_album_redone(site, tmp_path):
 
 
 def test_cache_write_is_atomic(tmp_path, monkeypatch):
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(scrape.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd)))
+    monkeypatch.setattr(scrape.os, "replace", lambda a, b: (calls.append(("replace", Path(a).name)), real_replace(a, b)))
+    scrape._write_atomic(tmp_path / "c" / "page.html", b"<html>")
+    assert calls[0] == "fsync" and calls[1][0] == "replace" and calls[1][1].startswith(".tmp-")  # synced, then renamed
+    assert (tmp_path / "c" / "page.html").read_bytes() == b"<html>"
+
     def boom(src, dst):
         raise OSError("disk full")
 
     monkeypatch.setattr(scrape.os, "replace", boom)
     with pytest.raises(OSError):
-        scrape._write_atomic(tmp_path / "c" / "page.html", b"<html>")
-    assert list((tmp_path / "c").iterdir()) == []  # neither a half page nor a temp file
+        scrape._write_atomic(tmp_path / "c" / "other.html", b"<html>")
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["page.html"]  # neither a half page nor a temp file
+
+
+# --- what the cache keeps, and what it does not -------------------------------------------------
+
+BUSY = b"<html><body><h1>Server busy</h1><p>Please try again later.</p></body></html>"
+
+
+def test_error_page_sent_with_200_is_not_cached(site, tmp_path, capsys):
+    site.fail("/a/amonamarth.html", (200, {}, BUSY))  # an artist page without albums
+    site.fail("/lyrics/1349/hellfire.html", (200, {}, BUSY))  # an album page without lyrics
+    summary = run(site, tmp_path, artists=["amonamarth", "1349"])
+    assert songs(tmp_path) == [] and summary["skipped"] == 2
+    assert capsys.readouterr().err.count("could not parse") == 2
+    n = len(site.paths())
+    run(site, tmp_path, artists=["amonamarth", "1349"])
+    assert "/a/amonamarth.html" in site.paths()[n:] and "/lyrics/1349/hellfire.html" in site.paths()[n:]
+    assert songs(tmp_path) == expected_songs(site.base_url, ["amonamarth", "1349"])
+
+
+def test_failures_are_tried_again_on_the_next_run(site, tmp_path):
+    site.fail("/lyrics/1349/hellfire.html", (404, {}))
+    site.fail("/lyrics/amonamarth/sorrowthroughoutheninewords.html", (500, {}))
+    summary = run(site, tmp_path, artists=["amonamarth", "1349"], retries=0)
+    assert summary["failed"] == 2
+    summary = run(site, tmp_path, artists=["amonamarth", "1349"], retries=0)
+    assert summary["failed"] == 0 and site.paths().count("/lyrics/1349/hellfire.html") == 2
+    want = expected_songs(site.base_url, ["amonamarth", "1349"])
+    assert sorted(s["url"] for s in songs(tmp_path)) == sorted(s["url"] for s in want)
+
+
+def one_album_artist(slug, album_slug, title, lyrics):
+    return {"slug": slug, "name": slug.upper(), "albums": [
+        {"slug": album_slug, "title": title, "year": 2020, "header": f'album: <strong>"{title}"</strong> (2020)',
+         "songs": [("Song", lyrics, None)]}]}
+
+
+def crawl_twice_from_cache(tmp_path, artists, slugs):
+    """Crawl a site of these artists, then again from the cache alone: both write the right songs."""
+    with FixtureServer(build_site(artists)) as server:
+        run(server, tmp_path, artists=slugs)
+        assert songs(tmp_path) == expected_songs(server.base_url, slugs, artists)
+        (tmp_path / "out" / "songs.jsonl").unlink()
+        n = len(server.paths())
+        run(server, tmp_path, artists=slugs)
+        assert server.paths()[n:] == ["/robots.txt"]  # every page came from its own cache file
+        assert songs(tmp_path) == expected_songs(server.base_url, slugs, artists)
+    return [p.name for p in (tmp_path / "cache").rglob("*.html")]
+
+
+def test_a_1000_character_title_fits_in_a_cache_name(tmp_path):
+    title = ("Endless Night " * 72)[:1000]  # the album's URL slug is 1,000 characters too
+    names = crawl_twice_from_cache(tmp_path, [one_album_artist("longband", title.replace(" ", "").lower(), title, "on")],
+                                   ["longband"])
+    assert len(names) == 2 and max(len(n.encode()) for n in names) == 80 + 1 + 16 + 5  # slug-hash.html
+
+
+def test_urls_that_shared_a_cache_file_no_longer_do(tmp_path):
+    # the old names replaced '+' with '_', so these two albums were one file and one album's songs were lost
+    albums = [one_album_artist("rockband", slug, title, lyrics)["albums"][0]
+              for slug, title, lyrics in [("rock+roll", "Rock Plus Roll", "plus"), ("rock_roll", "Rock Under Roll", "under")]]
+    names = crawl_twice_from_cache(tmp_path, [{"slug": "rockband", "name": "ROCKBAND", "albums": albums}], ["rockband"])
+    assert len(names) == 3 and sum(n.startswith("lyrics-rockband-rock-roll-") for n in names) == 2
 
 
 # --- the command line ---------------------------------------------------------------------------
