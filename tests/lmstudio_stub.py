@@ -7,6 +7,8 @@ behaviour a test needs is a field of `StubServer.behaviour`:
     mode       "ok" | "500" | "malformed" | "sleep" | "no_models"
     sleep      seconds to wait before answering /chat/completions (mode "sleep")
     models     the ids /v1/models lists; the first entry is reported as loaded
+    hook       callable(handler, method) -> bool: a hostile server's own answer, written raw to
+               handler.wfile (see `send_raw` and `drip`); False falls back to the normal answer
 
 Every request body is kept in `requests` so tests can check what was sent (the system
 instruction, the model name, stream flag). Streaming requests are answered as SSE chunks.
@@ -22,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class StubServer:
     def __init__(self, reply="In the dark of night, the fire burns on.", models=("dark-editor-7b", "other-model")):
-        self.behaviour = {"reply": reply, "mode": "ok", "sleep": 0.0, "models": list(models)}
+        self.behaviour = {"reply": reply, "mode": "ok", "sleep": 0.0, "models": list(models), "hook": None}
         self.requests: list[dict] = []
         self.model_queries = 0
         stub = self
@@ -43,10 +45,19 @@ class StubServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
+            def _hooked(self, method) -> bool:
+                hook = stub.behaviour["hook"]
+                if hook is None or hook(self, method) is False:
+                    return False
+                self.close_connection = True
+                return True
+
             def do_GET(self):
                 if self.path.rstrip("/") != "/v1/models":
                     return self._send(404, b'{"error": "not found"}')
                 stub.model_queries += 1
+                if self._hooked("GET"):
+                    return
                 b = stub.behaviour
                 models = [] if b["mode"] == "no_models" else b["models"]
                 data = [{"id": m, "object": "model", "owned_by": "stub",
@@ -61,6 +72,8 @@ class StubServer:
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     return self._send(404, b'{"error": "not found"}')
                 stub.requests.append(body)
+                if self._hooked("POST"):
+                    return
                 b = stub.behaviour
                 mode = b["mode"]
                 if mode == "sleep":
@@ -119,6 +132,31 @@ class StubServer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def send_raw(handler, head: str, chunks=(), pause: float = 0.0) -> None:
+    """Write `head` (status line and headers, no blank line) and then each chunk of the body,
+    sleeping `pause` seconds after each; stops quietly when the client hangs up."""
+    try:
+        handler.wfile.write(head.replace("\n", "\r\n").encode() + b"\r\n\r\n")
+        handler.wfile.flush()
+        for chunk in chunks:
+            handler.wfile.write(chunk)
+            handler.wfile.flush()
+            time.sleep(pause)
+    except OSError:  # BrokenPipe / ConnectionReset: the client gave up, as it should
+        pass
+
+
+def drip(handler, data: bytes, every: float = 0.5) -> None:
+    """Write `data` (a whole raw answer, headers included) one byte every `every` seconds."""
+    try:
+        for i in range(len(data)):
+            handler.wfile.write(data[i:i + 1])
+            handler.wfile.flush()
+            time.sleep(every)
+    except OSError:
+        pass
 
 
 def free_port_url() -> str:
