@@ -390,7 +390,7 @@ class ChatSession:
             return self._lmstudio_cmd(arg)
         if name == "/save":
             return self._save_cmd(arg)
-        return _hint(f"unknown command {name}; type /help for the list.")
+        return _hint(f"unknown command {_shown(name)}; type /help for the list.")
 
     def _set(self, name, arg) -> Reply:
         attr, typ, lo, hi, example = SETTINGS[name]
@@ -408,9 +408,9 @@ class ChatSession:
                 raise ValueError
         except ValueError:
             return _hint(f"{name} needs a {'whole ' if typ is int else ''}number from {lo} to {hi}, e.g. {name} {example}; "
-                         f"'{arg[:20]}' is not one.")
+                         f"'{_shown(arg)}' is not one.")
         if not lo <= value <= hi:
-            return _hint(f"{name} must be from {lo} to {hi}, e.g. {name} {example}; {arg[:20]} is out of range.")
+            return _hint(f"{name} must be from {lo} to {hi}, e.g. {name} {example}; {_shown(arg)} is out of range.")
         setattr(self.settings, attr, value)
         return Reply("command", f"{label} set to {value}.")
 
@@ -480,11 +480,11 @@ class ChatSession:
             return _hint("usage: /save FILE.md or /save FILE.json")
         path = Path(arg.strip().strip("'\"")).expanduser()
         if path.suffix.lower() not in (".md", ".markdown", ".json"):
-            return _hint(f"/save writes Markdown (.md) or JSON (.json); '{path.name}' has neither extension.")
+            return _hint(f"/save writes Markdown (.md) or JSON (.json); '{_shown(path.name, 60)}' has neither extension.")
         try:
             out = self.save(path)
         except OSError as e:
-            return _hint(f"could not write {path} ({e.strerror or type(e).__name__}); pick another file.")
+            return _hint(f"could not write {_shown(str(path), 120)} ({e.strerror or type(e).__name__}); pick another file.")
         return Reply("command", f"Saved {len(self.history) // 2} exchange(s) to {out}.")
 
     # --- views ----------------------------------------------------------------------------------
@@ -586,6 +586,11 @@ class ChatSession:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _shown(text: str, limit: int = 20) -> str:
+    """What the user typed, safe to echo in a one-line hint: no line breaks or control characters, short."""
+    return "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))[:limit]
 
 
 def _hint(text: str) -> Reply:

@@ -142,7 +142,10 @@ def parse_overrides(overrides: Iterable[str] | Mapping[str, Any] | None) -> dict
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not key=value; write it as e.g. max_iters=500.")
         key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = raw  # not a YAML scalar ("'", "[1,"): the string as typed, checked like any other
     return out
 
 
