@@ -710,11 +710,11 @@ class Terminal:
                 self._show_answer(data, started[0])
             elif name == "enhance_start" and stream:
                 self.write(self.style(f"  enhancing with {data} ...", "2") + "\n")
-            elif name == "enhance_token" and stream:
+            elif name == "enhance_token" and stream:  # the validated rewrite (enhance.py shows nothing before)
                 if not self._enh_started:
                     self.write(self.style("atom+ ", "1;33"))
                     self._enh_started = True
-                self.write(data)
+                self.write(_indent(data))
 
         self._enh_started = False
         old = None
