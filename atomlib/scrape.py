@@ -27,8 +27,8 @@ The rules that keep the cache and the crawl honest:
   older CACHE/<host>/<path> names are not read: those pages are fetched again);
 - atomic cache writes: temp file beside the target, fsync, rename, so a kill never leaves half
   a page that a later run would trust;
-- a hostile server costs one page and one warning line: bodies over MAX_PAGE_BYTES, bodies not
-  complete within `timeout` seconds, and malformed answers fail the page; nothing hangs or
+- a hostile server costs one page and one warning line: bodies over MAX_PAGE_BYTES, headers or
+  bodies not complete within `timeout` seconds, and malformed answers fail the page; nothing hangs or
   raises past the crawl. Only an unreachable site or an unreadable robots.txt ends the run,
   with a one-line AtomError.
 
@@ -53,6 +53,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 import unicodedata
 import urllib.robotparser
@@ -493,6 +494,36 @@ class Fetcher:
                 raise requests.Timeout()
         return bytes(body)
 
+    def _get_head(self, url: str) -> requests.Response:
+        """The response up to its headers (stream=True), within `timeout` seconds in all. requests'
+        own timeout is per read, so a server that drips its status line and headers a byte at a
+        time would never hit it: the request runs in a daemon thread, and one that overruns is
+        abandoned (it closes its response, if one ever comes) and counts as a timeout."""
+        box: dict = {}
+
+        def get():
+            try:
+                resp = self.session.get(url, headers={"User-Agent": USER_AGENT}, timeout=self.timeout,
+                                        stream=True, allow_redirects=False)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller below
+                box["error"] = e
+                return
+            box["resp"] = resp
+            if box.get("abandoned"):
+                resp.close()
+
+        worker = threading.Thread(target=get, daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            box["abandoned"] = True
+            if "resp" in box:  # it arrived just now: whichever side sees it closes it
+                box["resp"].close()
+            raise requests.Timeout()
+        if "error" in box:
+            raise box["error"]
+        return box["resp"]
+
     def request(self, url: str, fatal_connect: bool = False) -> _Answer:
         """One GET (redirects not followed) with the project's User-Agent; retries 429/5xx,
         timeouts and broken answers with exponential backoff (Retry-After wins when given).
@@ -504,8 +535,7 @@ class Fetcher:
             try:
                 self.requests += 1
                 started = time.monotonic()
-                with self.session.get(url, headers={"User-Agent": USER_AGENT}, timeout=self.timeout,
-                                      stream=True, allow_redirects=False) as resp:
+                with self._get_head(url) as resp:
                     if resp.status_code != 429 and resp.status_code < 500:
                         body = self._read_body(resp, started) if resp.status_code == 200 else b""
                         return _Answer(resp.status_code, resp.headers, body)

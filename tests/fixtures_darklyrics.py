@@ -196,6 +196,7 @@ class FixtureServer:
     fail(path, *answers): answer `path` with these first, then serve it normally. An answer is
     (status, headers) with the body "error", (status, headers, body), ("slow", seconds) for a
     delayed normal answer, ("trickle", seconds, n) for a 200 whose n body bytes come one per
+    `seconds`, ("trickle_head", seconds, n) for a status line and n headers that come a byte per
     `seconds`, or ("raw", bytes) for bytes written as they are (not HTTP) before hanging up.
     """
 
@@ -246,6 +247,8 @@ class FixtureServer:
                     time.sleep(answer[1])
                 elif answer is not None and answer[0] == "trickle":
                     return self._trickle(*answer[1:])
+                elif answer is not None and answer[0] == "trickle_head":
+                    return self._trickle_head(*answer[1:])
                 elif answer is not None and answer[0] == "raw":
                     self.close_connection = True
                     return self.wfile.write(answer[1])
@@ -276,6 +279,18 @@ class FixtureServer:
                     self.end_headers()
                     for _ in range(n):
                         self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(seconds)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up
+                    pass
+
+            def _trickle_head(self, seconds, n):
+                """A status line and headers that come one byte per `seconds` (n filler headers)."""
+                head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-Filler-%d: x\r\n" % i for i in range(n))
+                self.close_connection = True
+                try:
+                    for i in range(len(head)):
+                        self.wfile.write(head[i:i + 1])
                         self.wfile.flush()
                         time.sleep(seconds)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up

@@ -115,6 +115,14 @@ def test_hostile_answers_cost_one_page_and_one_line(site, tmp_path, capsys, monk
     assert_one_line(lines, reason)
 
 
+def test_a_server_trickling_its_headers_is_given_up_on_after_the_timeout(site, tmp_path, capsys):
+    site.fail(PAGE, ("trickle_head", 0.05, 200))  # each byte quick, the headers alone would take ~90 s
+    start = time.monotonic()
+    summary, lines = crawl_with_one_bad_page(site, tmp_path, capsys, timeout=0.5)
+    assert time.monotonic() - start < 3 and summary["failed"] == 1
+    assert_one_line(lines, "timed out after 0.5 s")
+
+
 def test_a_trickling_server_is_given_up_on_after_the_timeout(site, tmp_path, capsys):
     site.fail(PAGE, ("trickle", 0.05, 200))  # a byte every 50 ms: every read is quick, the page takes 10 s
     start = time.monotonic()
