@@ -774,11 +774,13 @@ def loss_curves(run):
 
 
 def plot_loss_curves(runs: Sequence, axes=None):
-    """Train/val loss against step, and val loss against wall-clock seconds, for one or more runs."""
+    """Loss against optimizer step (left) and wall-clock seconds (right), for one or more runs: a
+    thin line for each logged training batch, markers for the evaluations (train "^", val "o").
+    The loss axis is logarithmic: the first steps fall fast, and a log axis keeps the tail readable."""
     import matplotlib.pyplot as plt
 
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     else:
         fig = axes[0].figure
     for run in runs:
@@ -786,14 +788,19 @@ def plot_loss_curves(runs: Sequence, axes=None):
         name = Path(run).name
         if df.empty:
             continue
-        line = axes[0].plot(df["step"], df["loss"], alpha=0.5, label=f"{name} train (batch)")[0]
-        if "val_loss" in df:
-            ev = df[df["val_loss"].notna()]
-            axes[0].plot(ev["step"], ev["val_loss"], "o-", color=line.get_color(), label=f"{name} val")
-            if "elapsed_s" in ev:
-                axes[1].plot(ev["elapsed_s"], ev["val_loss"], "o-", color=line.get_color(), label=name)
-    axes[0].set(xlabel="step", ylabel="loss (nats/token)", title="loss vs step")
-    axes[1].set(xlabel="wall-clock seconds (elapsed_s)", ylabel="val loss", title="val loss vs time")
+        ev = df[df["val_loss"].notna()] if "val_loss" in df else df.iloc[0:0]
+        for ax, x in ((axes[0], "step"), (axes[1], "elapsed_s")):
+            if x not in df:
+                continue
+            color = ax.plot(df[x], df["loss"], lw=1, alpha=0.5, label=f"{name} train (batch)")[0].get_color()
+            if "train_loss" in ev:
+                ax.plot(ev[x], ev["train_loss"], "^--", color=color, alpha=0.7, label=f"{name} train (eval)")
+            if len(ev):
+                ax.plot(ev[x], ev["val_loss"], "o-", color=color, label=f"{name} val")
+    axes[0].set(xlabel="optimizer step", ylabel="cross-entropy (nats/token)", title="loss vs step", yscale="log")
+    axes[1].set(xlabel="wall-clock seconds (elapsed_s)", title="loss vs time")
+    axes[0].yaxis.set_major_formatter("{x:.1f}")
+    axes[0].yaxis.set_minor_formatter("{x:.1f}")
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

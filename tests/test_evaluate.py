@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from atomlib import evaluate
 from atomlib.errors import AtomError
 from atomlib.evaluate import (BASELINES, KINDS, METRICS, aggregate, by_metric, chars_per_token, evaluate_run,
                               load_prompts, render_quality_table, split_documents, split_text, val_loss,
@@ -327,3 +328,24 @@ def test_eval_on_a_bpe_run(bpe_run, small_prompts):
     # the character baselines are fitted on the decoded text, so their bpc is on the same scale
     assert 0.5 < res["baselines"]["bigram"]["bpc"] < res["baselines"]["unigram"]["bpc"] < 8.0
     assert res["settings"]["tokenizer"] == "gpt2"
+
+
+def test_loss_curves_plot_batches_and_evaluations_against_step_and_time(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": s, "loss": 4.0 / s, "elapsed_s": 2.0 * s} for s in range(1, 11)]
+    for r in rows[4::5]:
+        r.update(train_loss=r["loss"] * 1.01, val_loss=r["loss"] * 1.1)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fig = evaluate.plot_loss_curves([run])
+    step_ax, time_ax = fig.axes
+    for ax, x in ((step_ax, "step"), (time_ax, "elapsed_s")):
+        batch, train_eval, val = ax.get_lines()  # one run: a batch line, train and val evaluations
+        assert list(batch.get_xdata()) == [r[x] for r in rows]
+        assert list(val.get_xdata()) == [r[x] for r in rows if "val_loss" in r]
+        assert list(val.get_ydata()) == [r["val_loss"] for r in rows if "val_loss" in r]
+        assert list(train_eval.get_ydata()) == [r["train_loss"] for r in rows if "train_loss" in r]
+    assert step_ax.get_yscale() == "log"
