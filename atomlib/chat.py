@@ -34,7 +34,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from atomlib.enhance import one_line
 from atomlib.errors import AtomError
+from atomlib.paths import write_atomic
 
 MODES = ("chat", "completion")
 
@@ -576,12 +578,10 @@ class ChatSession:
         path = Path(path)
         text = json.dumps(self.to_dict(), indent=1, ensure_ascii=False) if path.suffix.lower() == ".json" \
             else self.to_markdown()
-        # Encoded before the file is opened, so nothing half-written is left behind. Text can hold
+        # Encoded first and written atomically, so nothing half-written is left behind. Text can hold
         # lone surrogates (undecodable terminal bytes): they are written as \udXXX escapes, which
         # JSON reads back as the same characters.
-        data = text.encode("utf-8", errors="backslashreplace")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        write_atomic(path, text.encode("utf-8", errors="backslashreplace"))
         return path.resolve()
 
 
@@ -590,7 +590,7 @@ class ChatSession:
 
 def _shown(text: str, limit: int = 20) -> str:
     """What the user typed, safe to echo in a one-line hint: no line breaks or control characters, short."""
-    return "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))[:limit]
+    return one_line(text)[:limit]
 
 
 def _hint(text: str) -> Reply:

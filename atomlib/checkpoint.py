@@ -110,13 +110,6 @@ def _write_tmp(final: Path, write) -> Path:
     return tmp
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace path's contents with text so that a kill leaves the old file or the new one, on disk."""
-    tmp = _write_tmp(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 @contextlib.contextmanager
 def run_folder_lock(folder):
     """Held by the training that writes `folder`: a second training into it stops with a message

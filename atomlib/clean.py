@@ -731,15 +731,6 @@ def _documents(files):
 # --- the command -----------------------------------------------------------------------------
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def clean(inputs, out=None, progress=True, near_threshold: float = 0.8) -> dict:
     """Clean `inputs` (.txt files, folders of .txt, .jsonl with lyrics/text) into one JSONL corpus
     `out` (default data/interim/corpus.jsonl) and write clean_report.json beside it.
@@ -804,7 +795,7 @@ def clean(inputs, out=None, progress=True, near_threshold: float = 0.8) -> dict:
         "output": str(out),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    _write_json_atomic(report_path(out), report)
+    paths.write_atomic(report_path(out), (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return report
 
 

@@ -41,6 +41,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from atomlib.errors import AtomError
+from atomlib.paths import write_atomic
 from atomlib.metrics import (CharNgramModel, CharTfidf, CopyIndex, ThemeLexicon, bits_per_char, distinct_n,
                              known_word_rate, normalize_space, repeated_line_share, repeated_ngram_share, rhyme_pairs)
 
@@ -626,21 +627,18 @@ def evaluate_run(run=None, prompts=None, num_samples: int = 2, seed: int = 1234,
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False).encode("utf-8"))
 
 
 def _write_samples(path: Path, samples: Iterable[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for s in samples:
-            rec = {k: v for k, v in s.items() if k != "filter"}
-            if s.get("filter") is not None:
-                rec["filtered"] = s["filter"].text
-                rec["filter_reason"] = s["filter"].reason
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    lines = []
+    for s in samples:
+        rec = {k: v for k, v in s.items() if k != "filter"}
+        if s.get("filter") is not None:
+            rec["filtered"] = s["filter"].text
+            rec["filter_reason"] = s["filter"].reason
+        lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
+    write_atomic(path, "".join(lines).encode("utf-8"))
 
 
 def eval_command(args) -> None:

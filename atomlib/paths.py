@@ -7,6 +7,7 @@ anywhere, so every path is resolved from the project root, never from the workin
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -79,3 +80,31 @@ def newest_run() -> Path | None:
         return None
     runs = [d for d in root.iterdir() if (d / "state.json").is_file()]
     return max(runs, key=lambda d: (d / "state.json").stat().st_mtime, default=None)
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Replace path's contents with data so that a kill leaves the old file or the whole new one,
+    on disk: a uniquely named temporary file beside it (".tmp-..."), fsync, rename, fsync of the
+    folder. On any failure the temporary file is removed and nothing else changes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # a platform without directory handles (Windows): the rename is what we have
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)

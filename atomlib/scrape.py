@@ -52,7 +52,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 import unicodedata
@@ -70,7 +69,7 @@ from tqdm.auto import tqdm
 
 from atomlib import __version__
 from atomlib.errors import AtomError
-from atomlib.paths import raw_dir
+from atomlib.paths import raw_dir, write_atomic
 
 DEFAULT_BASE_URL = "http://www.darklyrics.com"
 USER_AGENT = f"ATOM-GPT/{__version__} (+https://github.com/atom-gpt/atom-gpt; polite lyrics scraper)"
@@ -421,22 +420,6 @@ def _warn(msg: str):
     tqdm.write("warning: " + " ".join(msg.split()), file=sys.stderr)  # always one line
 
 
-def _write_atomic(path: Path, data: bytes):
-    """Write to a uniquely named temp file beside `path`, fsync, rename: a kill leaves either
-    the old file or the whole new one, never half a page (temp names start with '.', cache names never do)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _slug(text: str, limit: int = 80) -> str:
     """'/lyrics/amonamarth/twilight?x=1' -> 'lyrics-amonamarth-twilight-x-1': ASCII letters,
     digits and '-', at most `limit` characters."""
@@ -630,7 +613,7 @@ class Fetcher:
             result = parse(text, url)
         except Exception as e:  # noqa: BLE001 - one odd page must not end a crawl of hours
             raise _PageUnreadable(f"{type(e).__name__}: {e}") from None
-        _write_atomic(path, text.encode("utf-8"))
+        write_atomic(path, text.encode("utf-8"))
         return result
 
 

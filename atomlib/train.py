@@ -46,7 +46,7 @@ from atomlib.config import (GPT2_NAMES, ConfigError, TrainConfig, check_override
 from atomlib.device import ThreadChoice, autocast, describe, measure_peak_flops, pick_device, pick_dtype, synchronize
 from atomlib.errors import AtomError
 from atomlib.optim import build_optimizer, set_lr
-from atomlib.paths import runs_dir
+from atomlib.paths import runs_dir, write_atomic
 from atomlib.tokenizer import tokenizer_meta
 
 # keys that fix the model's weights and function (architecture switches included); a resumed run keeps them
@@ -312,7 +312,7 @@ def read_metrics(run_dir) -> list[dict]:
 def _trim_metrics(path: Path, step: int) -> None:
     """Keep the rows up to the checkpoint being resumed; the run will write the later ones again."""
     rows = [r for r in read_metrics(path.parent) if r["step"] <= step]
-    ckpt.write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8"))
 
 
 def summary(run_dir) -> dict:

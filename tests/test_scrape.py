@@ -355,7 +355,7 @@ def test_cache_write_is_atomic(tmp_path, monkeypatch):
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(scrape.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd)))
     monkeypatch.setattr(scrape.os, "replace", lambda a, b: (calls.append(("replace", Path(a).name)), real_replace(a, b)))
-    scrape._write_atomic(tmp_path / "c" / "page.html", b"<html>")
+    scrape.write_atomic(tmp_path / "c" / "page.html", b"<html>")  # the writer the cache uses (paths.write_atomic)
     assert calls[0] == "fsync" and calls[1][0] == "replace" and calls[1][1].startswith(".tmp-")  # synced, then renamed
     assert (tmp_path / "c" / "page.html").read_bytes() == b"<html>"
 
@@ -364,7 +364,7 @@ def test_cache_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(scrape.os, "replace", boom)
     with pytest.raises(OSError):
-        scrape._write_atomic(tmp_path / "c" / "other.html", b"<html>")
+        scrape.write_atomic(tmp_path / "c" / "other.html", b"<html>")
     assert [p.name for p in (tmp_path / "c").iterdir()] == ["page.html"]  # neither a half page nor a temp file
 
 
