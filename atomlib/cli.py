@@ -26,7 +26,7 @@ def _add_fetch(sub):
 
 
 def _run_fetch(args):
-    from atomlib.sources import fetch
+    from atomlib.data.sources import fetch
 
     if args.no_mirror and args.mirror is not None:
         raise AtomError("atom fetch takes --mirror DIR or --no-mirror, not both; drop one of them.")
@@ -46,7 +46,7 @@ def _add_scrape(sub):
 
 
 def _run_scrape(args):
-    from atomlib.scrape import format_summary, scrape_darklyrics
+    from atomlib.data.scrape import format_summary, scrape_darklyrics
 
     if not args.artist and not args.letter:
         raise AtomError("atom scrape darklyrics needs at least one --artist SLUG or --letter L.")
@@ -63,7 +63,7 @@ def _add_clean(sub):
 
 
 def _run_clean(args):
-    from atomlib.clean import clean, report_path
+    from atomlib.data.clean import clean, report_path
 
     r = clean(args.inputs, out=args.out)
     print(f"clean: {r['documents_in']} documents in, {r['documents_out']} out ({r['dropped_empty']} empty, "
@@ -88,7 +88,7 @@ def _add_prepare(sub):
 
 
 def _run_prepare(args):
-    from atomlib.prepare import prepare
+    from atomlib.data.prepare import prepare
 
     prepare(args.corpus, tokenizer=args.tokenizer, name=args.name, out_dir=args.out,
             val_fraction=args.val_fraction, seed=args.seed, vocab_size=args.vocab_size)
@@ -112,7 +112,7 @@ def _add_train(sub):
 
 
 def _run_train(args):
-    from atomlib.train import launch
+    from atomlib.training.train import launch
 
     launch(config=args.config, overrides=args.set, out_dir=args.out, resume=args.resume,
            nproc=args.nproc, nnodes=args.nnodes, node_rank=args.node_rank,
@@ -141,7 +141,7 @@ def _add_sample(sub):
 
 
 def _run_sample(args):
-    from atomlib.sampling import sample_command
+    from atomlib.generation.sampling import sample_command
 
     sample_command(args)
 
@@ -162,7 +162,7 @@ def _add_eval(sub):
 
 
 def _run_eval(args):
-    from atomlib.evaluate import eval_command
+    from atomlib.evaluation.evaluate import eval_command
 
     eval_command(args)
 
@@ -178,7 +178,7 @@ def _add_chat(sub):
 
 
 def _run_chat(args):
-    from atomlib.chat import chat_command
+    from atomlib.apps.chat import chat_command
 
     chat_command(args)
 
@@ -197,7 +197,7 @@ def _add_bench(sub):
 
 
 def _run_bench(args):
-    from atomlib.bench import bench_command
+    from atomlib.evaluation.bench import bench_command
 
     bench_command(args)
 
@@ -220,7 +220,7 @@ def _add_race(sub):
 
 
 def _run_race(args):
-    from atomlib.race import race_command
+    from atomlib.training.race import race_command
 
     race_command(args)
 

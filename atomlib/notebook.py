@@ -25,8 +25,8 @@ def ensure_run(run: str | Path | None = None, config: str = "cpu", max_iters: in
     if found is not None:
         print(f"using the newest run: {found}")
         return found
-    from atomlib.data_setup import ensure_dataset
-    from atomlib.train import resolve_config, run as train_run
+    from atomlib.data.setup import ensure_dataset
+    from atomlib.training.train import resolve_config, run as train_run
 
     iters = max_iters or smoke(300, 60)
     print(f"no run under outputs/runs/ yet: training a small '{config}' run ({iters} steps) first")

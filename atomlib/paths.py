@@ -10,6 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from atomlib.errors import AtomError
+
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -80,6 +82,19 @@ def newest_run() -> Path | None:
         return None
     runs = [d for d in root.iterdir() if (d / "state.json").is_file()]
     return max(runs, key=lambda d: (d / "state.json").stat().st_mtime, default=None)
+
+
+def resolve_run(run: str | Path | None = None) -> Path:
+    """The run folder a command works on: `run` as given, else the newest under outputs/runs/.
+
+    Every consumer of a trained run (sample, chat, eval, the notebooks, the server) calls this,
+    so "which run?" has one answer and one error message."""
+    if run:
+        return Path(run)
+    found = newest_run()
+    if found is None:
+        raise AtomError(f"no trained run under {runs_dir()}; train one with `atom train` or pass --run DIR.")
+    return found
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:

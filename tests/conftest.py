@@ -60,7 +60,7 @@ def tiny_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dataset(tiny_corpus, tmp_path_factory) -> Path:
     """A char-level dataset folder (train.bin, val.bin, meta.json) from tiny_corpus."""
-    from atomlib.prepare import prepare
+    from atomlib.data.prepare import prepare
 
     return prepare(tiny_corpus, tokenizer="char", out_dir=tmp_path_factory.mktemp("data") / "tiny",
                    val_fraction=0.2, seed=1, progress=False)
@@ -71,10 +71,10 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
     """A run folder holding a small randomly initialised char model, saved as the trainer saves."""
     import torch
 
-    from atomlib.checkpoint import save_checkpoint
+    from atomlib.model.checkpoint import save_checkpoint
     from atomlib.config import load_config
-    from atomlib.model import GPT, GPTConfig
-    from atomlib.prepare import load_meta
+    from atomlib.model.gpt import GPT, GPTConfig
+    from atomlib.data.prepare import load_meta
 
     meta = load_meta(tiny_dataset)
     torch.manual_seed(0)
@@ -93,7 +93,7 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def loaded(tiny_run):
     """(model, tokenizer, state) of tiny_run, loaded once per test module."""
-    from atomlib.checkpoint import load_run
+    from atomlib.model.checkpoint import load_run
 
     return load_run(tiny_run, device="cpu")
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from atomlib import adaptive
-from atomlib.adaptive import KINDS, PRESETS, Preset, classify_prompt, extract_topic, frame_prompt, params_for
+from atomlib.generation import adaptive
+from atomlib.generation.adaptive import KINDS, PRESETS, Preset, classify_prompt, extract_topic, frame_prompt, params_for
 from atomlib.errors import AtomError
-from atomlib.sampling import SamplingParams
+from atomlib.generation.sampling import SamplingParams
 
 DATA = Path(__file__).parent / "data"
 
@@ -112,7 +112,7 @@ def test_params_for_scales_lengths_by_characters_per_token():
         kind = "bpe"
         chars_per_token = 2.5
 
-    from atomlib.tokenizer import GPT2Tokenizer
+    from atomlib.data.tokenizer import GPT2Tokenizer
 
     assert params_for("creative", tokenizer=Bpe()).max_new_tokens == int(PRESETS["creative"].max_new_tokens / 2.5)
     assert params_for("creative", tokenizer=Bpe()).min_new_tokens == int(PRESETS["creative"].min_new_tokens / 2.5)

@@ -98,7 +98,7 @@ def test_table_on_stdout(tiny_bench):
 
 
 def test_same_weights_check_catches_different_weights():
-    from atomlib.bench import BenchShape, build_models, same_weights_check
+    from atomlib.evaluation.bench import BenchShape, build_models, same_weights_check
 
     shape = BenchShape(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=40, new_tokens=8, prompt_tokens=4)
     atom, hf = build_models(shape)
@@ -110,7 +110,7 @@ def test_same_weights_check_catches_different_weights():
 
 
 def test_vocabulary_falls_back_to_96_and_says_so():
-    from atomlib.bench import DEFAULT_VOCAB, _vocabulary
+    from atomlib.evaluation.bench import DEFAULT_VOCAB, _vocabulary
 
     chars, note = _vocabulary("no-such-dataset-here")
     assert len(chars) == DEFAULT_VOCAB and "\n" in chars and "96" in note
@@ -132,7 +132,7 @@ def test_profile_prints_the_top_ops_of_each_contestant():
 
 
 def test_precision_kl_is_small_for_bf16_and_absent_for_float32():
-    from atomlib.bench import BenchShape, build_models, next_token_kl
+    from atomlib.evaluation.bench import BenchShape, build_models, next_token_kl
 
     shape = BenchShape(n_layer=2, n_head=2, n_embd=64, block_size=32, vocab_size=40, new_tokens=24, prompt_tokens=8)
     atom, _ = build_models(shape)
@@ -143,7 +143,7 @@ def test_precision_kl_is_small_for_bf16_and_absent_for_float32():
 
 
 def test_a_run_may_report_its_own_seconds():
-    from atomlib.bench import Contestant, time_rounds
+    from atomlib.evaluation.bench import Contestant, time_rounds
 
     calls = []
     c = Contestant("x", "x", run=lambda: calls.append(1) or 0.25, tokens=10, rounds=3)
@@ -158,8 +158,8 @@ def test_kernel_floor_runs_exactly_the_models_kernels_of_every_step(monkeypatch)
     thread count it tries, and gives the thread count back."""
     import torch.nn.functional as F
 
-    from atomlib import kernels
-    from atomlib.bench import BenchShape, build_models, kernel_floor
+    from atomlib.model import kernels
+    from atomlib.evaluation.bench import BenchShape, build_models, kernel_floor
 
     shape = BenchShape(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=40, new_tokens=5, prompt_tokens=3)
     atom, _ = build_models(shape)

@@ -9,10 +9,10 @@ import subprocess
 
 import pytest
 
-from atomlib.checkpoint import load_run
+from atomlib.model.checkpoint import load_run
 from atomlib.config import load_config
-from atomlib.prepare import load_meta, prepare
-from atomlib.train import run
+from atomlib.data.prepare import load_meta, prepare
+from atomlib.training.train import run
 from conftest import atom_cmd
 
 
@@ -48,7 +48,7 @@ def test_sample_streams_text_from_the_cli(bpe_run):
 
 
 def test_evaluation_reports_bits_per_character_in_characters(bpe_run):
-    from atomlib.evaluate import evaluate_run
+    from atomlib.evaluation.evaluate import evaluate_run
 
     res = evaluate_run(bpe_run, num_samples=1, prompts_per_kind=1, max_new_tokens=16, completion_n=2,
                        relevance="tfidf", progress=False, write=False)
@@ -61,9 +61,9 @@ def test_evaluation_reports_bits_per_character_in_characters(bpe_run):
 
 
 def test_completion_filters_and_chat(bpe_run):
-    from atomlib.chat import ChatSession
-    from atomlib.completion import complete_line, default_params
-    from atomlib.filters import apply_filters
+    from atomlib.apps.chat import ChatSession
+    from atomlib.generation.completion import complete_line, default_params
+    from atomlib.generation.filters import apply_filters
 
     model, tok, state = load_run(bpe_run, device="cpu")
     assert default_params(tok).max_new_tokens == int(80 / tok.chars_per_token)  # a line's worth of tokens

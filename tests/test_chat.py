@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from atomlib.chat import HELP, ChatSession
+from atomlib.apps.chat import HELP, ChatSession
 from lmstudio_stub import StubServer, free_port_url
 
 
@@ -77,7 +77,7 @@ def test_modes_status_settings_quit(session):
     st = session.send("/status").text
     for part in ("run: ", "model: ", "mode: chat", "temperature: auto (per prompt kind)", "enhancement: off"):
         assert part in st
-    from atomlib.adaptive import PRESETS
+    from atomlib.generation.adaptive import PRESETS
 
     session.send("/temp 1.1")
     settings = session.send("/settings").text

@@ -1,4 +1,4 @@
-"""atomlib.clean: every rule family on hand-made text with known answers (what goes AND what
+"""atomlib.data.clean: every rule family on hand-made text with known answers (what goes AND what
 stays), document-level dedup, the inputs it reads, the report it writes, and a run over real
 Project Gutenberg files from the offline mirror."""
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from atomlib import clean as C
+from atomlib.data import clean as C
 from atomlib import paths
 from atomlib.errors import AtomError
 

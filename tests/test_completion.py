@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from atomlib.completion import WEIGHTS, CompletionResult, complete_line, default_params, score_completion
-from atomlib.sampling import SamplingParams
+from atomlib.generation.completion import WEIGHTS, CompletionResult, complete_line, default_params, score_completion
+from atomlib.generation.sampling import SamplingParams
 
 LINE = "When the rainfall of tears drop"
 GOOD = " into the river of my sorrow."  # whole line: 11 words, ends a sentence
@@ -50,8 +50,8 @@ def test_weights_can_be_changed():
 
 
 def test_complete_line_ranks_one_batch(tiny_run, monkeypatch):
-    from atomlib import completion
-    from atomlib.checkpoint import load_run
+    from atomlib.generation import completion
+    from atomlib.model.checkpoint import load_run
 
     model, tok, _ = load_run(tiny_run, device="cpu")
     seen = []
@@ -88,8 +88,8 @@ def test_default_params_end_at_the_line():
 
 @pytest.mark.parametrize("min_new", [0, 60])
 def test_complete_line_accepts_a_preset(tiny_run, min_new):
-    from atomlib.adaptive import params_for
-    from atomlib.checkpoint import load_run
+    from atomlib.generation.adaptive import params_for
+    from atomlib.model.checkpoint import load_run
 
     model, tok, _ = load_run(tiny_run, device="cpu")
     params = params_for("creative", max_new_tokens=40, min_new_tokens=min_new)

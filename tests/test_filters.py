@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from atomlib.filters import (
+from atomlib.generation.filters import (
     STAGE_NAMES,
     FilterContext,
     apply_filters,

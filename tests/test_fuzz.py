@@ -9,8 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atomlib import adaptive, clean
-from atomlib.chat import ChatSession
+from atomlib.generation import adaptive
+
+from atomlib.data import clean
+from atomlib.apps.chat import ChatSession
 from atomlib.config import load_config, parse_overrides
 from atomlib.errors import AtomError
 

@@ -1,16 +1,16 @@
-"""atomlib.kernels: the CPU fast paths the model's one forward calls compute the same function,
+"""atomlib.model.kernels: the CPU fast paths the model's one forward calls compute the same function,
 and never serve weights from before an update; the thread choice behind training and decoding."""
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-from atomlib import kernels
+from atomlib.model import kernels
 from atomlib.device import ThreadChoice, autocast
 from atomlib.errors import AtomError
-from atomlib.model import GPT, GPTConfig
-from atomlib.sampling import SamplingParams, generate
-from atomlib.tokenizer import CharTokenizer
+from atomlib.model.gpt import GPT, GPTConfig
+from atomlib.generation.sampling import SamplingParams, generate
+from atomlib.data.tokenizer import CharTokenizer
 
 TOK = CharTokenizer(sorted(set("abcdefghijklmnopqrstuvwxyz .,\n")))
 CPU = torch.device("cpu")
@@ -77,7 +77,7 @@ def test_bf16_decoding_stays_close_to_the_float32_model(switches, monkeypatch):
     assert next_token_kl(model, idx) < 1e-4  # measured: ~2e-6
     # the measure sees a real mistake: decoding steps that attend to the new token only
     real = kernels.cached_attention
-    monkeypatch.setattr("atomlib.model.cached_attention", lambda q, k, v, past: real(q, k[:, :, past:], v[:, :, past:], 0))
+    monkeypatch.setattr("atomlib.model.gpt.cached_attention", lambda q, k, v, past: real(q, k[:, :, past:], v[:, :, past:], 0))
     assert next_token_kl(model, idx) > 1e-3
 
 
@@ -114,7 +114,8 @@ def test_precision_is_checked():
 
 
 def test_auto_precision_follows_the_hardware_and_the_model_size(monkeypatch):
-    from atomlib import device, sampling
+    from atomlib import device
+    from atomlib.generation import sampling
 
     small = tiny_model()
     big = GPT(GPTConfig(block_size=16, vocab_size=TOK.vocab_size, n_layer=6, n_head=8, n_embd=512))

@@ -9,7 +9,7 @@ import numpy as np
 import pronouncing
 import pytest
 
-from atomlib.metrics import (CharNgramModel, CharTfidf, CopyIndex, ThemeLexicon, bits_per_char, distinct_n,
+from atomlib.evaluation.metrics import (CharNgramModel, CharTfidf, CopyIndex, ThemeLexicon, bits_per_char, distinct_n,
                              known_word_rate, light_stem, normalize_space, repeated_line_share,
                              repeated_ngram_share, rhyme_density, rhyme_pairs, suffix_array, tfidf_cosine, words,
                              words_rhyme)
@@ -57,7 +57,7 @@ def test_known_word_rate_uses_the_given_dictionary_check():
 
 
 def test_known_word_rate_with_the_filters_dictionary():
-    from atomlib.filters import is_word
+    from atomlib.generation.filters import is_word
 
     assert known_word_rate("the night is burning", is_word) == 1.0
     assert known_word_rate("hthere aver ous qzxv", is_word) < 0.75

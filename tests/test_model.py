@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from atomlib.errors import AtomError
-from atomlib.model import GPT, GPTConfig
+from atomlib.model.gpt import GPT, GPTConfig
 
 
 def small_model(seed=0, **kw) -> GPT:
@@ -222,7 +222,7 @@ def test_generate_shape_top_k_and_sliding_window():
 
 
 def test_generate_is_the_decode_loop_and_reproducible_under_manual_seed():
-    from atomlib.sampling import SamplingParams, decode_ids
+    from atomlib.generation.sampling import SamplingParams, decode_ids
 
     model = small_model()
     idx = torch.randint(0, 50, (3, 6))  # three different prompts, one per row

@@ -10,7 +10,7 @@ import pytest
 
 from atomlib.errors import AtomError
 from atomlib.paths import corpus_mirror
-from atomlib.prepare import (iter_documents, load_meta, load_tokens, prepare, resolve_dataset,
+from atomlib.data.prepare import (iter_documents, load_meta, load_tokens, prepare, resolve_dataset,
                              split_long)
 from conftest import atom_cmd
 
@@ -26,7 +26,7 @@ def _write_corpus(path, n=50):
 
 def _docs(folder, split):
     meta = load_meta(folder)
-    from atomlib.tokenizer import load_tokenizer
+    from atomlib.data.tokenizer import load_tokenizer
 
     text = load_tokenizer(meta).decode(load_tokens(folder, split))
     return {d for d in text.split(meta["doc_separator"]) if d}
@@ -101,7 +101,7 @@ def _verse_corpus(path, n=60):
 
 
 def test_bpe_is_trained_on_the_train_split_and_round_trips(tmp_path):
-    from atomlib.tokenizer import BPETokenizer, load_tokenizer
+    from atomlib.data.tokenizer import BPETokenizer, load_tokenizer
 
     corpus = _verse_corpus(tmp_path / "c.jsonl")
     out = prepare(corpus, tokenizer="bpe", vocab_size=300, out_dir=tmp_path / "bpe", val_fraction=0.2, seed=3,
@@ -122,7 +122,7 @@ def test_bpe_is_trained_on_the_train_split_and_round_trips(tmp_path):
 
 
 def test_bpe_learns_only_from_the_train_split(tmp_path, monkeypatch):
-    from atomlib import prepare as prep
+    from atomlib.data import prepare as prep
 
     seen = []
     real = prep.train_bpe
@@ -153,7 +153,7 @@ def test_bits_per_character_agree_across_tokenizers(tmp_path):
     log2(V) bits per token; in characters that is log2(V) / chars_per_token for every tokenizer."""
     import math
 
-    from atomlib.metrics import bits_per_char
+    from atomlib.evaluation.metrics import bits_per_char
 
     corpus = _verse_corpus(tmp_path / "c.jsonl")
     for kind, extra in (("char", {}), ("bpe", {"vocab_size": 320})):
@@ -194,7 +194,7 @@ def test_full_mirror_streams_in_bounded_memory(tmp_path):
     with open(corpus, "w", encoding="utf-8") as f:
         for p in files:
             f.write(p.read_text(encoding="utf-8") + "\n\n")
-    code = (f"from atomlib.prepare import prepare; prepare({str(corpus)!r}, out_dir={str(tmp_path / 'ds')!r}, progress=False)")
+    code = (f"from atomlib.data.prepare import prepare; prepare({str(corpus)!r}, out_dir={str(tmp_path / 'ds')!r}, progress=False)")
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     subprocess.run([sys.executable, "-c", code], check=True)
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

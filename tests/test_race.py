@@ -10,7 +10,7 @@ import math
 import pytest
 
 from atomlib.errors import AtomError
-from atomlib.race import format_table, parse_spec, race, seconds_to
+from atomlib.training.race import format_table, parse_spec, race, seconds_to
 from conftest import ROOT
 
 NANOGPT = ROOT.parent / "shared" / "anchors" / "nanogpt"

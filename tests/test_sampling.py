@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 
 from atomlib.errors import AtomError
-from atomlib.model import GPT, GPTConfig
-from atomlib.sampling import (
+from atomlib.model.gpt import GPT, GPTConfig
+from atomlib.generation.sampling import (
     SamplingParams,
     apply_frequency_presence,
     apply_repetition_penalty,
@@ -26,7 +26,7 @@ from atomlib.sampling import (
     top_k_filter,
     top_p_filter,
 )
-from atomlib.tokenizer import CharTokenizer
+from atomlib.data.tokenizer import CharTokenizer
 from conftest import atom_cmd
 
 CHARS = sorted(set("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,;:!?'\n-"))
@@ -327,7 +327,7 @@ def test_stream_can_be_abandoned_and_threads_are_restored():
 
 
 def test_same_seed_same_text_different_seed_different_text(tiny_run):
-    from atomlib.checkpoint import load_run
+    from atomlib.model.checkpoint import load_run
 
     model, tok, _ = load_run(tiny_run, device="cpu")
     p = SamplingParams(temperature=1.0, max_new_tokens=60, num_samples=2, seed=7)
@@ -344,7 +344,7 @@ def test_same_seed_same_text_different_seed_different_text(tiny_run):
 
 
 def test_generation_record(tiny_run):
-    from atomlib.checkpoint import load_run
+    from atomlib.model.checkpoint import load_run
 
     model, tok, _ = load_run(tiny_run, device="cpu")
     g = generate(model, tok, "Over many ", SamplingParams(max_new_tokens=25, seed=3, precision="float32"))[0]
@@ -399,7 +399,7 @@ def test_sliding_window_beyond_block_size():
 def test_every_generation_step_is_the_models_own_forward(monkeypatch):
     """One model path: the decode loop calls GPT.forward with the cache, once for the prompt and
     once a step, in every precision; nothing else computes logits."""
-    from atomlib.model import GPT
+    from atomlib.model.gpt import GPT
 
     model = tiny_model(block_size=32)
     calls = []
@@ -419,7 +419,7 @@ def test_every_generation_step_is_the_models_own_forward(monkeypatch):
 
 def test_gpt2_bpe_streams_whole_characters():
     from atomlib.paths import tokenizer_mirror
-    from atomlib.tokenizer import GPT2Tokenizer
+    from atomlib.data.tokenizer import GPT2Tokenizer
 
     if tokenizer_mirror() is None:
         pytest.skip("no offline GPT-2 BPE files")
@@ -499,7 +499,7 @@ def test_cli_missing_empty_and_corrupt_runs(tiny_run, tmp_path, capsys):
 def test_cli_uses_the_newest_run_or_says_there_is_none(tiny_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ATOM_HOME", str(tmp_path))
     code, _, err = run_cli(capsys, "--max-new-tokens", 5)
-    assert code == 2 and _one_line_error(err, "no run found")
+    assert code == 2 and _one_line_error(err, "no trained run under")
     shutil.copytree(tiny_run, tmp_path / "outputs" / "runs" / "tiny")
     code, out, err = run_cli(capsys, "--max-new-tokens", 5, "--seed", 1)
     assert code == 0 and "tiny" in err and len(out) >= 5

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the fixture module b
 
 from fixtures_darklyrics import SITE, FixtureServer, album_page, artist_page, build_site, expected_songs  # noqa: E402
 
-from atomlib import scrape  # noqa: E402
+from atomlib.data import scrape  # noqa: E402
 from atomlib.cli import main  # noqa: E402
 from atomlib.errors import AtomError  # noqa: E402
-from atomlib.scrape import (  # noqa: E402
+from atomlib.data.scrape import (  # noqa: E402
     USER_AGENT, ParseError, parse_album_header, parse_album_page, parse_artist_page, parse_letter_index,
     scrape_darklyrics,
 )
@@ -58,7 +58,7 @@ def album(slug, album_slug):
 
 
 class RecordingClock:
-    """Stands in for the `time` module inside atomlib.scrape: real clocks, recorded sleeps."""
+    """Stands in for the `time` module inside atomlib.data.scrape: real clocks, recorded sleeps."""
 
     def __init__(self):
         self.sleeps: list[float] = []

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the fixture module b
 from fixtures_darklyrics import FixtureServer, expected_songs  # noqa: E402
 from test_scrape import run, songs  # noqa: E402
 
-from atomlib import scrape  # noqa: E402
+from atomlib.data import scrape  # noqa: E402
 from atomlib.errors import AtomError  # noqa: E402
 
 PAGE = "/lyrics/1349/hellfire.html"  # the page the server answers badly

@@ -1,4 +1,4 @@
-"""atomlib.sources: the checked-in manifest, and `fetch` through its three paths (already
+"""atomlib.data.sources: the checked-in manifest, and `fetch` through its three paths (already
 verified, mirror folder, download) against a real HTTP server on 127.0.0.1."""
 
 import hashlib
@@ -9,7 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from atomlib import paths, sources
+from atomlib import paths
+
+from atomlib.data import sources
 from atomlib.errors import AtomError
 
 sha = lambda b: hashlib.sha256(b).hexdigest()

@@ -3,7 +3,7 @@
 import pytest
 
 from atomlib.paths import tokenizer_mirror
-from atomlib.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer
+from atomlib.data.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer
 
 TEXT = "Deep into that darkness peering,\nlong I stood there wondering, fearing!\n\n"
 

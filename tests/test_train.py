@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from atomlib import checkpoint as ckpt
+from atomlib.model import checkpoint as ckpt
 from atomlib.cli import main as cli_main
 from atomlib.config import ConfigError, load_config
 from atomlib.errors import AtomError
-from atomlib.train import get_lr, launch, local_accumulation, read_metrics, run, summary
+from atomlib.training.train import get_lr, launch, local_accumulation, read_metrics, run, summary
 from conftest import atom_cmd
 
 TINY = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 4, "dropout": 0.0,
@@ -125,8 +125,8 @@ def test_state_records_every_switch_and_the_optimizer(tiny_dataset, tmp_path):
 
 
 def test_muon_groups_step_at_their_own_rates(tiny_dataset):
-    from atomlib.model import GPT, GPTConfig
-    from atomlib.optim import MuonAdamW, build_optimizer, set_lr
+    from atomlib.model.gpt import GPT, GPTConfig
+    from atomlib.training.optim import MuonAdamW, build_optimizer, set_lr
 
     cfg = tiny_cfg(tiny_dataset, **MODERN_MUON, embedding_lr=0.01, head_lr=0.002, learning_rate=0.004)
     model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=16, pos_emb="rope",
@@ -152,7 +152,7 @@ def test_muon_groups_step_at_their_own_rates(tiny_dataset):
 
 def test_batched_muon_makes_torchs_muon_update():
     """Batching Newton-Schulz over same-shaped matrices changes the speed, not the update."""
-    from atomlib.optim import Muon
+    from atomlib.training.optim import Muon
 
     torch.manual_seed(0)
     shapes = [(48, 16), (16, 16), (16, 48), (48, 16)]
@@ -176,7 +176,7 @@ def test_batched_muon_makes_torchs_muon_update():
 def test_muon_with_float32_newton_schulz_makes_the_same_update():
     """Where bf16 would be emulated, Muon's orthogonalisation runs in float32: the update is the
     same up to bf16's rounding."""
-    from atomlib.optim import Muon
+    from atomlib.training.optim import Muon
 
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.randn(48, 16))
@@ -274,14 +274,14 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_dataset, tmp_path, ex
 
 
 def _state(step):
-    from atomlib.model import GPTConfig
+    from atomlib.model.gpt import GPTConfig
 
     mc = dataclasses.asdict(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8))
     return {"step": step, "config": {}, "model_config": mc, "tokenizer": {}, "best_val_loss": None}
 
 
 def test_crash_between_renames_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    from atomlib.model import GPT, GPTConfig
+    from atomlib.model.gpt import GPT, GPTConfig
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8))
@@ -351,7 +351,7 @@ def test_truncated_checkpoint_through_the_cli(tiny_run, tmp_path):
 def test_init_from_a_gpt2_folder_trains_on_bpe(tiny_corpus, tiny_dataset, tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from atomlib.prepare import prepare
+    from atomlib.data.prepare import prepare
 
     torch.manual_seed(0)
     hf = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=50257))
@@ -407,7 +407,7 @@ def test_a_state_json_with_a_wrong_type_is_one_line_naming_the_key(tiny_run, tmp
 
 
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_path, capsys):
-    from atomlib.model import GPT, GPTConfig
+    from atomlib.model.gpt import GPT, GPTConfig
 
     model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8))
     folder = tmp_path / "run"
@@ -433,7 +433,7 @@ def test_a_second_training_into_a_locked_folder_stops_with_a_message(tiny_datase
 
 
 def test_temporary_files_have_unique_names_and_stale_ones_are_swept(tmp_path):
-    from atomlib.model import GPT, GPTConfig
+    from atomlib.model.gpt import GPT, GPTConfig
 
     a, b = ckpt._tmp_name(tmp_path / "state.json"), ckpt._tmp_name(tmp_path / "state.json")
     assert a != b and a.parent == tmp_path and a.name.endswith(".tmp")

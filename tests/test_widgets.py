@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from atomlib.chat import ChatSession
-from atomlib.widgets import ChatApp, build_chat_app
+from atomlib.apps.chat import ChatSession
+from atomlib.apps.widgets import ChatApp, build_chat_app
 from lmstudio_stub import StubServer, free_port_url
 
 

@@ -9,7 +9,7 @@ get the same bytes: both paths end in byte-identical files under data/raw/public
 
 The UTF-8 file is the source decoded with its listed encoding and nothing else changed: the
 Project Gutenberg header, CRLF line endings and even a leading BOM are kept, because removing
-them is the cleaner's job (atomlib.clean), with counts.
+them is the cleaner's job (atomlib.data.clean), with counts.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from atomlib.errors import AtomError
 from atomlib.paths import processed_dir
-from atomlib.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer, train_bpe
+from atomlib.data.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer, train_bpe
 
 CHUNK_CHARS = 2000  # documents longer than this are cut at blank lines into pieces of about this size
 CHAR_SEPARATOR = "\n\n\n"  # cleaning never leaves 3 newlines inside a document, so this marks a boundary

@@ -50,7 +50,7 @@ from torch.nn import functional as F
 
 from atomlib.device import ThreadChoice, autocast, pick_dtype
 from atomlib.errors import AtomError
-from atomlib.kernels import bf16_weights
+from atomlib.model.kernels import bf16_weights
 
 DEFAULT_PROMPT = "\n"  # nanoGPT's sample.py starts from a newline too
 FINISH_REASONS = ("length", "stop", "eot", "aborted")
@@ -645,20 +645,16 @@ def load_for_sampling(run=None, init_from: str | None = None, device: str = "aut
     if run is not None and init_from:
         raise AtomError("pass either --run DIR or --init-from NAME, not both.")
     if init_from:
-        from atomlib.model import GPT
-        from atomlib.tokenizer import GPT2Tokenizer
+        from atomlib.model.gpt import GPT
+        from atomlib.data.tokenizer import GPT2Tokenizer
 
         model = GPT.from_pretrained(init_from)
         model.to(pick_device(device)).eval()
         return model, GPT2Tokenizer(), f"GPT-2 weights {init_from}"
-    from atomlib.checkpoint import load_run
-    from atomlib.paths import newest_run, runs_dir
+    from atomlib.model.checkpoint import load_run
+    from atomlib.paths import resolve_run
 
-    if run is None:
-        run = newest_run()
-        if run is None:
-            raise AtomError(f"no run found under {runs_dir()}; train one with `atom train`, "
-                            "or pass --run DIR or --init-from gpt2.")
+    run = resolve_run(run)
     model, tokenizer, state = load_run(run, device=device)
     return model, tokenizer, f"run {run} (step {state.get('step')})"
 

@@ -267,7 +267,7 @@ def _json_type_ok(value, kind) -> bool:
 def check_state(state, path) -> None:
     """Raise AtomError naming the first key of a run's state.json that is missing or of the wrong
     type, the model's shape and switches included, so nothing is built from a bad file."""
-    from atomlib.model import GPTConfig
+    from atomlib.model.gpt import GPTConfig
 
     def bad(what: str):
         raise AtomError(f"{path}: {what}; the checkpoint is damaged: delete the run or resume from another.")
@@ -337,8 +337,8 @@ def load_run(run_dir, which: str = "best", device: str = "auto"):
     """(model in eval mode, tokenizer, state) of a trained run: its best-val checkpoint when it
     has one (which="best"), else the latest."""
     from atomlib.device import pick_device
-    from atomlib.model import GPT, GPTConfig
-    from atomlib.tokenizer import load_tokenizer
+    from atomlib.model.gpt import GPT, GPTConfig
+    from atomlib.data.tokenizer import load_tokenizer
 
     run_dir = Path(run_dir)
     folder = run_dir / "best" if which == "best" and (run_dir / "best" / "state.json").is_file() else run_dir

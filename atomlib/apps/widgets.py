@@ -17,7 +17,8 @@ import time
 
 import ipywidgets as W
 
-from atomlib.chat import ChatSession, resolve_run
+from atomlib.apps.chat import ChatSession
+from atomlib.paths import resolve_run
 
 CSS = """
 <style>

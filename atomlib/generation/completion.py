@@ -26,8 +26,8 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
-from atomlib.filters import FilterResult, apply_filters, is_word
-from atomlib.sampling import SamplingParams, generate
+from atomlib.generation.filters import FilterResult, apply_filters, is_word
+from atomlib.generation.sampling import SamplingParams, generate
 
 WEIGHTS = {"fluency": 1.0, "boundary": 1.0, "length": 1.0, "repetition": 1.0, "novelty": 1.0, "filters": 1.0}
 LINE_WORDS = (8, 15)  # the length a finished line should have, prompt included

@@ -659,7 +659,7 @@ def _read_text(path: Path) -> str:
 
 def _manifest_index() -> list[dict]:
     try:
-        from atomlib.sources import load_manifest
+        from atomlib.data.sources import load_manifest
         return load_manifest()
     except Exception:  # the manifest only enriches metadata; cleaning works without it
         return []

@@ -4,7 +4,7 @@ loss against wall clock; optionally beside nanoGPT's CPU recipe run from a folde
     atom race cpu cpu:optimizer=adamw --dataset shakespeare-char --nanogpt ../shared/anchors/nanogpt
 
 A contestant is CONFIG or CONFIG:key=value,key=value (any `--set` override). Each trains in a
-fresh process (`python -m atomlib.train`), so none inherits another's memory or threads, and
+fresh process (`python -m atomlib.training.train`), so none inherits another's memory or threads, and
 its clock starts when that process is launched: imports, data loading and every evaluation
 count, as they do for a person waiting. An evaluation line ("step N: train loss X, val loss Y")
 is a point of the curve, stamped when it is printed. After a run the race measures its final
@@ -79,9 +79,9 @@ def race(specs: list[str], dataset: str | None = None, nanogpt: str | Path | Non
     """Train every contestant (and nanoGPT's recipe, changed by nanogpt_set "key=value" items),
     measure them, write race.json and race.png into out_dir; return the summary. max_iters sets
     every contestant's steps (where its spec does not)."""
-    from atomlib.data_setup import ensure_dataset
-    from atomlib.prepare import load_meta
-    from atomlib.train import resolve_config
+    from atomlib.data.setup import ensure_dataset
+    from atomlib.data.prepare import load_meta
+    from atomlib.training.train import resolve_config
 
     if not specs and nanogpt is None:
         raise AtomError("atom race needs at least one contestant (a config name) or --nanogpt DIR.")
@@ -110,7 +110,7 @@ def race(specs: list[str], dataset: str | None = None, nanogpt: str | Path | Non
         measure_final(res, samples=samples, progress=progress)
     if target_bpc is None and nano_dir is not None and results[0].final_bpc is not None:
         target_bpc = results[0].final_bpc  # the default goal: nanoGPT's final loss
-    summary = {"command": "atom race " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["race"] else "atomlib.race.race",
+    summary = {"command": "atom race " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["race"] else "atomlib.training.race.race",
                "dataset": dataset, "target_bpc": target_bpc, "machine": _machine(),
                "results": [asdict(r) | {"seconds_to_target": seconds_to(r, target_bpc)} for r in results]}
     (out / "race.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
@@ -159,7 +159,7 @@ def run_atom(spec: str, config: str, sets: dict, run_dir: Path, progress: bool =
     """One ATOM-GPT training in its own process, into run_dir."""
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    cmd = [sys.executable, "-m", "atomlib.train", "--config", config, "--out", str(run_dir), "--no-progress"]
+    cmd = [sys.executable, "-m", "atomlib.training.train", "--config", config, "--out", str(run_dir), "--no-progress"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
     points, seconds = _stream(cmd, None, run_dir.with_suffix(".log"), spec, progress)
@@ -168,9 +168,9 @@ def run_atom(spec: str, config: str, sets: dict, run_dir: Path, progress: bool =
 
 def measure_final(res: Result, samples: bool = True, progress: bool = True) -> None:
     """The final checkpoint on the whole val split, and the known-word rate of its samples."""
-    from atomlib.checkpoint import load_run
-    from atomlib.evaluate import run_dataset, sample_known_words, val_loss
-    from atomlib.prepare import load_tokens
+    from atomlib.model.checkpoint import load_run
+    from atomlib.evaluation.evaluate import run_dataset, sample_known_words, val_loss
+    from atomlib.data.prepare import load_tokens
 
     model, tok, state = load_run(res.run_dir, which="latest")
     lm = val_loss(model, load_tokens(run_dataset(state), "val"), progress=progress)
@@ -197,7 +197,7 @@ def _nanogpt_config(folder: Path) -> Path | None:
 def run_nanogpt(src: Path, data: Path, work: Path, changes=(), progress: bool = True) -> Result:
     """nanoGPT's CPU recipe (with `changes`, "key=value" items) on this dataset, in a scratch copy of
     its files (measurement only)."""
-    from atomlib.prepare import load_meta
+    from atomlib.data.prepare import load_meta
 
     meta = load_meta(data)
     if meta.get("tokenizer") != "char" or meta.get("dtype") != "uint16":

@@ -2,7 +2,7 @@
 
     atom train --config cpu                        # one process on CPU, CUDA or MPS (device auto)
     atom train --config darklyrics --nproc 4       # 4 GPUs here: torchrun underneath, NCCL
-    python -m atomlib.train --config ...           # what each torchrun worker runs
+    python -m atomlib.training.train --config ...           # what each torchrun worker runs
 
 The loop is nanoGPT's: random windows from the memory-mapped token array, gradient
 accumulation, AdamW, linear warmup then cosine decay, gradient clipping, mixed precision.
@@ -40,14 +40,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atomlib import checkpoint as ckpt
+from atomlib.model import checkpoint as ckpt
 from atomlib.config import (GPT2_NAMES, ConfigError, TrainConfig, check_overrides, load_config, make_config,
                             parse_overrides, validate)
 from atomlib.device import ThreadChoice, autocast, describe, measure_peak_flops, pick_device, pick_dtype, synchronize
 from atomlib.errors import AtomError
-from atomlib.optim import build_optimizer, set_lr
+from atomlib.training.optim import build_optimizer, set_lr
 from atomlib.paths import runs_dir, write_atomic
-from atomlib.tokenizer import tokenizer_meta
+from atomlib.data.tokenizer import tokenizer_meta
 
 # keys that fix the model's weights and function (architecture switches included); a resumed run keeps them
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "pos_emb", "norm", "qk_norm", "mlp",
@@ -182,7 +182,7 @@ def _device_for(cfg: TrainConfig, dist: Dist) -> torch.device:
 
 def dataset_folder(name: str, progress: bool = True) -> Path:
     """The dataset's folder; the default datasets (darkverse, darkverse-gpt2) are built when missing."""
-    from atomlib.data_setup import ensure_dataset
+    from atomlib.data.setup import ensure_dataset
 
     return ensure_dataset(name, progress=progress)
 
@@ -230,7 +230,7 @@ def estimate_loss(model, data: dict, cfg: TrainConfig, device, dtype, dist: Dist
 def build_model(cfg: TrainConfig, meta: dict, state: dict | None):
     """(model, cfg): a fresh GPT, GPT-2 weights (init_from), or the model of the checkpoint being
     resumed. The returned cfg carries the model's real shape and switches, so state.json tells the truth."""
-    from atomlib.model import GPT, GPTConfig
+    from atomlib.model.gpt import GPT, GPTConfig
 
     if state is not None:
         saved = {**dataclasses.asdict(GPTConfig()), **state["model_config"]}  # runs from before the switches
@@ -381,7 +381,7 @@ def run(cfg: TrainConfig, out_dir=None, resume: bool = False, progress: bool = T
 def _train(cfg, run_dir: Path, resume: bool, progress: bool, dist: Dist, local_gas: int, device) -> Path:
     from tqdm.auto import tqdm
 
-    from atomlib.prepare import load_meta, load_tokens
+    from atomlib.data.prepare import load_meta, load_tokens
 
     # -- everything that can fail, before anything is written --
     state = tensors = opt_tensors = None
@@ -652,7 +652,7 @@ def launch(config=None, overrides=None, out_dir=None, resume=None, nproc: int = 
         worker.append("--no-progress")  # a bar is noise in a captured stream
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--nnodes={nnodes}",
            f"--node_rank={node_rank}", f"--master_addr={master_addr}", f"--master_port={master_port}",
-           "-m", "atomlib.train", *worker]
+           "-m", "atomlib.training.train", *worker]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     # CPU workers share the cores instead of each starting one thread per core
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
@@ -701,11 +701,11 @@ def _stream(cmd, env, inherit: bool) -> int:
         raise
 
 
-# --- worker entry point: python -m atomlib.train --------------------------------------------
+# --- worker entry point: python -m atomlib.training.train --------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m atomlib.train",
+    p = argparse.ArgumentParser(prog="python -m atomlib.training.train",
                                 description="One training process; `atom train --nproc N` runs N of these under torchrun.")
     p.add_argument("--config", default=None, help="config name under configs/ or a YAML path (default cpu)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

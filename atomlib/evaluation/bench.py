@@ -80,7 +80,7 @@ def bench_shape(config: str = "test", tiny: bool = False) -> BenchShape:
 
 
 def _vocabulary(dataset: str) -> tuple[list[str], str]:
-    from atomlib.prepare import load_meta, resolve_dataset
+    from atomlib.data.prepare import load_meta, resolve_dataset
 
     try:
         meta = load_meta(resolve_dataset(dataset))
@@ -101,7 +101,7 @@ def build_models(shape: BenchShape, seed: int = 1337):
     from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
 
-    from atomlib.model import GPT
+    from atomlib.model.gpt import GPT
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # "Loading weights" bars of a temporary folder are noise here
@@ -257,7 +257,7 @@ def train_contestants(atom, hf, shape: BenchShape, device, auto_dtype, emulated_
 
 def atom_attention(device, T: int) -> dict:
     """Which attention kernel ATOM's training forward uses in each dtype at this length."""
-    from atomlib.kernels import matmul_attention_is_faster
+    from atomlib.model.kernels import matmul_attention_is_faster
 
     out = {}
     for dtype in (torch.float32, torch.bfloat16):
@@ -270,8 +270,8 @@ def atom_attention(device, T: int) -> dict:
 
 
 def generation_contestants(atom, hf, shape: BenchShape, device, rounds: int, gen_dtype) -> list[Contestant]:
-    from atomlib.sampling import SamplingParams, generate_nocache
-    from atomlib.tokenizer import CharTokenizer
+    from atomlib.generation.sampling import SamplingParams, generate_nocache
+    from atomlib.data.tokenizer import CharTokenizer
 
     tok = CharTokenizer(shape.chars)
     atom_g = copy.deepcopy(atom).to(device).eval()
@@ -353,7 +353,7 @@ def kernel_floor(atom_g, shape: BenchShape, device, batch: int, dtype):
     kernels allow on this machine."""
     from torch.nn import functional as F
 
-    from atomlib.kernels import Linear, bf16_weights
+    from atomlib.model.kernels import Linear, bf16_weights
 
     c = atom_g.config
     H, hd = c.n_head, c.n_embd // c.n_head
@@ -397,7 +397,7 @@ def kernel_floor(atom_g, shape: BenchShape, device, batch: int, dtype):
 def next_token_kl(atom, shape: BenchShape, device, dtype, steps: int = 20) -> float | None:
     """The largest KL(float32 model || the model decoding in dtype) of the next-token distribution
     over a prefill and `steps` one-token steps: what generating in dtype costs in fidelity."""
-    from atomlib.kernels import bf16_weights
+    from atomlib.model.kernels import bf16_weights
 
     if dtype == torch.float32:
         return None
@@ -453,7 +453,7 @@ def run_bench(config: str = "test", tiny: bool = False, rounds: int | None = Non
     train = train_contestants(atom, hf, shape, dev, auto_dtype, emulated, train_rounds, steps, compile_row)
     train_s = time_rounds(train, dev, budgets[0], "training")
     peaks = {k: max(v, measured_peaks(dev, emulated)[k]) for k, v in peaks.items()}
-    from atomlib.sampling import matmul_dtype
+    from atomlib.generation.sampling import matmul_dtype
 
     gen_dtype = matmul_dtype("auto", dev, atom)  # what generation's precision auto picks for this model
     precision_kl = next_token_kl(atom, shape, dev, gen_dtype)
@@ -508,7 +508,7 @@ def run_bench(config: str = "test", tiny: bool = False, rounds: int | None = Non
     busy = worst if worst > 1.5 * (os.cpu_count() or 1) else None  # > our own threads' load by a margin
 
     result = {
-        "command": "atom bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "atomlib.bench.run_bench",
+        "command": "atom bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "atomlib.evaluation.bench.run_bench",
         "device": dev.type,
         "device_name": D.cpu_model_name() if dev.type == "cpu" else _accelerator_name(dev),
         "dtype": auto_name,
@@ -555,7 +555,7 @@ def profile_tables(config: str = "test", tiny: bool = False, device: str = "auto
     at the generation batch for both. The profile behind the README's explanations."""
     from torch.profiler import ProfilerActivity, profile
 
-    from atomlib.sampling import matmul_dtype
+    from atomlib.generation.sampling import matmul_dtype
 
     dev = D.pick_device(device)
     shape = bench_shape(config, tiny)

@@ -19,8 +19,8 @@ DEFAULT_DATASETS = {"darkverse": "char", "darkverse-gpt2": "gpt2", "darkverse-bp
 
 def ensure_corpus(progress: bool = True) -> Path:
     """data/interim/corpus.jsonl from the public-domain corpus (fetch + clean), reusing what exists."""
-    from atomlib.clean import clean
-    from atomlib.sources import fetch
+    from atomlib.data.clean import clean
+    from atomlib.data.sources import fetch
 
     corpus = interim_dir() / "corpus.jsonl"
     if not corpus.is_file():
@@ -32,7 +32,7 @@ def ensure_corpus(progress: bool = True) -> Path:
 
 def ensure_dataset(name: str = "darkverse", progress: bool = True) -> Path:
     """data/processed/<name> for the default datasets; other names must already be prepared."""
-    from atomlib.prepare import prepare, resolve_dataset
+    from atomlib.data.prepare import prepare, resolve_dataset
 
     folder = processed_dir() / name
     if name in DEFAULT_DATASETS and not (folder / "meta.json").is_file():

@@ -41,7 +41,7 @@ import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 
-from atomlib.sampling import SamplingParams
+from atomlib.generation.sampling import SamplingParams
 
 KINDS = ("creative", "question", "command", "thematic")
 
@@ -274,9 +274,9 @@ def _commands(head: list[str]) -> bool:
 
 
 def labelled_prompts() -> list[dict]:
-    """The prompts the classifier was tuned on, each {"prompt", "kind"} (atomlib/data/prompts_labelled.jsonl;
+    """The prompts the classifier was tuned on, each {"prompt", "kind"} (atomlib/assets/prompts_labelled.jsonl;
     the test suite keeps a held-out set of its own)."""
-    text = resources.files("atomlib").joinpath("data/prompts_labelled.jsonl").read_text(encoding="utf-8")
+    text = resources.files("atomlib").joinpath("assets/prompts_labelled.jsonl").read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 

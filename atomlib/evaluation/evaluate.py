@@ -8,11 +8,11 @@ block_size windows (every val token once, batched; or `val_batches` batches of w
 evenly over the split), its perplexity, and bits per character,
 bpc = nats per token / ln 2 / characters per token, comparable across char and BPE runs.
 
-Generation quality over a prompt set (the shipped atomlib/data/eval_prompts.jsonl, 6 prompts
+Generation quality over a prompt set (the shipped atomlib/assets/eval_prompts.jsonl, 6 prompts
 of each kind: creative, question, command, thematic; or a JSONL file of {"prompt", "kind"?}).
 Prompt i is framed and sampled with its kind's adaptive preset (adaptive.params_for) and seed
 `seed + i`, `num_samples` samples in one seeded batch. Each raw output (what the model wrote,
-before the filters) is scored by the functions of atomlib.metrics: artifact-free rate and
+before the filters) is scored by the functions of atomlib.evaluation.metrics: artifact-free rate and
 filter pass rate (filters.apply_filters), the share of dictionary words, repeated lines and
 4-grams, distinct-1/2/3, rhyme density, theme consistency, prompt relevance and copying from
 the training text. Completion
@@ -41,8 +41,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from atomlib.errors import AtomError
-from atomlib.paths import write_atomic
-from atomlib.metrics import (CharNgramModel, CharTfidf, CopyIndex, ThemeLexicon, bits_per_char, distinct_n,
+from atomlib.paths import resolve_run, write_atomic
+from atomlib.evaluation.metrics import (CharNgramModel, CharTfidf, CopyIndex, ThemeLexicon, bits_per_char, distinct_n,
                              known_word_rate, normalize_space, repeated_line_share, repeated_ngram_share, rhyme_pairs)
 
 KINDS = ("creative", "question", "command", "thematic")
@@ -76,7 +76,7 @@ COLUMN_LABELS = {"model": "model", "bigram": "bigram chars", "unigram": "unigram
 
 
 def default_prompts_path() -> Path:
-    return Path(str(resources.files("atomlib").joinpath("data/eval_prompts.jsonl")))
+    return Path(str(resources.files("atomlib").joinpath("assets/eval_prompts.jsonl")))
 
 
 def _read_prompt_file(path: Path) -> list[dict]:
@@ -115,7 +115,7 @@ def load_prompts(path=None) -> tuple[list[dict], list[str]]:
         raise AtomError(f"prompts file {path} holds no generation prompts (only completion lines); add some.")
     need_kind = [r for r in prompts if not r.get("kind")]
     if need_kind:
-        from atomlib.adaptive import classify_prompt
+        from atomlib.generation.adaptive import classify_prompt
 
         for r in need_kind:
             r["kind"] = classify_prompt(r["prompt"])
@@ -127,7 +127,7 @@ def load_prompts(path=None) -> tuple[list[dict], list[str]]:
 
 def run_dataset(state: dict) -> Path:
     """The dataset folder a run was trained on (state["dataset"], else its config's dataset)."""
-    from atomlib.prepare import resolve_dataset
+    from atomlib.data.prepare import resolve_dataset
 
     candidates = [state.get("dataset"), (state.get("config") or {}).get("dataset")]
     for c in candidates:
@@ -141,7 +141,7 @@ def run_dataset(state: dict) -> Path:
 
 def split_text(folder, split: str, tokenizer) -> str:
     """The text of a split, decoded from its .bin (fast path for character vocabularies)."""
-    from atomlib.prepare import load_tokens
+    from atomlib.data.prepare import load_tokens
 
     tokens = load_tokens(folder, split)
     if getattr(tokenizer, "kind", None) == "char":
@@ -188,7 +188,7 @@ def val_loss(model, tokens, block_size: int | None = None, batch_size: int = 32,
     from tqdm.auto import tqdm
 
     from atomlib.device import autocast, pick_dtype
-    from atomlib.kernels import bf16_weights
+    from atomlib.model.kernels import bf16_weights
 
     block = block_size or model.config.block_size
     n_win = val_windows(len(tokens), block)
@@ -293,7 +293,7 @@ def _load_minilm():
 def score_output(prompt: str, output: str, filtered=None, lexicon: ThemeLexicon | None = None,
                  copy_index: CopyIndex | None = None) -> dict:
     """The per-sample metrics of one output (relevance is added by the caller, in a batch)."""
-    from atomlib.filters import is_word
+    from atomlib.generation.filters import is_word
 
     lexicon = lexicon or ThemeLexicon()
     hits, pairs = rhyme_pairs(output)
@@ -380,9 +380,9 @@ def generate_samples(model, tokenizer, prompts: Sequence[dict], num_samples: int
     """Sample each prompt with its kind's preset; each sample with its filter result."""
     from tqdm.auto import tqdm
 
-    from atomlib.adaptive import frame_prompt, params_for
-    from atomlib.filters import apply_filters
-    from atomlib.sampling import generate
+    from atomlib.generation.adaptive import frame_prompt, params_for
+    from atomlib.generation.filters import apply_filters
+    from atomlib.generation.sampling import generate
 
     out = []
     for i, p in enumerate(tqdm(prompts, desc="generate", unit="prompt", disable=not progress, leave=False)):
@@ -403,7 +403,7 @@ def generate_samples(model, tokenizer, prompts: Sequence[dict], num_samples: int
 def sample_known_words(model, tokenizer, num_samples: int = 2, seed: int = 1234, progress: bool = True) -> float | None:
     """The model's known-word rate as `atom eval` measures it (its prompt set, presets, seeds and
     measure), without the rest of the evaluation: what `atom race` reports for each run."""
-    from atomlib.filters import is_word
+    from atomlib.generation.filters import is_word
 
     prompts, _ = load_prompts()
     samples = generate_samples(model, tokenizer, prompts, num_samples, seed, progress=progress)
@@ -415,8 +415,8 @@ def completion_samples(model, tokenizer, lines: Sequence[str], seed: int, n: int
     """complete_line on each unfinished line; success = best candidate at a boundary and passing all filters."""
     from tqdm.auto import tqdm
 
-    from atomlib.completion import complete_line, default_params
-    from atomlib.filters import is_word
+    from atomlib.generation.completion import complete_line, default_params
+    from atomlib.generation.filters import is_word
 
     params = default_params(tokenizer)
     if max_new_tokens is not None:
@@ -438,7 +438,7 @@ def baseline_samples(model_samples: Sequence[dict], unigram: CharNgramModel, big
                      val_docs: Sequence[str], seed: int) -> dict[str, list[dict]]:
     """For each model sample, a unigram and a bigram sample of the same length (chars) and seed,
     and a held-out document cut to that length (documents in a seeded shuffled order, cycled)."""
-    from atomlib.filters import apply_filters
+    from atomlib.generation.filters import apply_filters
 
     order = list(range(len(val_docs)))
     random.Random(seed).shuffle(order)
@@ -470,18 +470,6 @@ def score_samples(samples: list[dict], lexicon: ThemeLexicon, copy_index: CopyIn
 
 
 # --- the whole evaluation ------------------------------------------------------------------
-
-
-def resolve_run(run) -> Path:
-    """The run folder to evaluate: `run`, else the newest under outputs/runs/."""
-    from atomlib.paths import newest_run, runs_dir
-
-    if run is not None:
-        return Path(run)
-    found = newest_run()
-    if found is None:
-        raise AtomError(f"no run with a checkpoint under {runs_dir()}; train one with `atom train` or pass --run DIR.")
-    return found
 
 
 def eval_command_line(run_dir: Path, prompts, num_samples: int, seed: int, val_batches, relevance: str,
@@ -519,8 +507,8 @@ def evaluate_run(run=None, prompts=None, num_samples: int = 2, seed: int = 1234,
     """Measure a run (default: the newest) and write DIR/eval.json and DIR/eval_samples.jsonl.
 
     Returns the eval.json dict. Every number is reproducible from its "settings"."""
-    from atomlib.checkpoint import load_run
-    from atomlib.prepare import load_meta, load_tokens
+    from atomlib.model.checkpoint import load_run
+    from atomlib.data.prepare import load_meta, load_tokens
 
     if num_samples < 1:
         raise AtomError(f"--num-samples {num_samples} must be at least 1.")
@@ -766,7 +754,7 @@ def loss_curves(run):
     """A run's metrics.jsonl as a DataFrame (step, loss, train_loss, val_loss, elapsed_s, ...)."""
     import pandas as pd
 
-    from atomlib.train import read_metrics
+    from atomlib.training.train import read_metrics
 
     return pd.DataFrame(read_metrics(run))
 

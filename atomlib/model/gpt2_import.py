@@ -21,7 +21,7 @@ TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "ml
 
 def load_gpt2(cls, name_or_folder, override_args: dict | None = None):
     """A `cls` (GPT) in GPT-2's layout holding the weights of name_or_folder; only dropout may be overridden."""
-    from atomlib.model import GPTConfig
+    from atomlib.model.gpt import GPTConfig
 
     override_args = override_args or {}
     assert all(k == "dropout" for k in override_args), "only dropout can be overridden"

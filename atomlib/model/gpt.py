@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from atomlib.kernels import Linear, cached_attention, causal_attention
+from atomlib.model.kernels import Linear, cached_attention, causal_attention
 
 POS_EMBS = ("learned", "rope")
 NORMS = ("layernorm", "rmsnorm")
@@ -278,15 +278,15 @@ class GPT(nn.Module):
     def from_pretrained(cls, name_or_folder, override_args: dict | None = None) -> "GPT":
         """Hugging Face GPT-2 weights: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', or a folder
         written by GPT2LMHeadModel.save_pretrained. Only dropout may be overridden."""
-        from atomlib.gpt2_import import load_gpt2
+        from atomlib.model.gpt2_import import load_gpt2
 
         return load_gpt2(cls, name_or_folder, override_args)
 
     # --- training helpers ----------------------------------------------------------------------
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """nanoGPT's optimizer: AdamW with weight decay on matrices only (atomlib.optim has the rest)."""
-        from atomlib.optim import adamw
+        """nanoGPT's optimizer: AdamW with weight decay on matrices only (atomlib.training.optim has the rest)."""
+        from atomlib.training.optim import adamw
 
         return adamw(self, learning_rate, weight_decay, betas, device_type)
 
@@ -303,10 +303,10 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None, precision="auto"):
         """Sample max_new_tokens after each row of idx (B, T) and return idx with them appended,
-        as nanoGPT's generate does; this is the fast decode loop of atomlib.sampling (KV cache,
+        as nanoGPT's generate does; this is the fast decode loop of atomlib.generation.sampling (KV cache,
         matrix products in `precision`, the window sliding past block_size). Without a seed the
         draw comes from torch's global generator, so torch.manual_seed makes it reproducible."""
-        from atomlib.sampling import SamplingParams, decode_ids
+        from atomlib.generation.sampling import SamplingParams, decode_ids
 
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())

@@ -12,7 +12,7 @@ prompt. Tokens stream to `on_token(piece)` as they are sampled; `session.stop()`
 SIGINT handler, a Stop button, another thread) ends a generation at the next token. Any text
 is safe: empty input does nothing, very long input is cut to the model's context (with a note),
 characters the model never saw are replaced (with a note). Optionally each answer is rewritten
-by a local LLM (atomlib.enhance); it falls back to the model's own text and says why.
+by a local LLM (atomlib.apps.enhance); it falls back to the model's own text and says why.
 
 `chat_command(args)` is `atom chat`: the interactive terminal loop (readline history, streaming,
 Ctrl-C stops a generation, Ctrl-D leaves) or, when stdin is not a terminal, one line per prompt.
@@ -34,9 +34,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from atomlib.enhance import one_line
+from atomlib.apps.enhance import one_line
 from atomlib.errors import AtomError
-from atomlib.paths import write_atomic
+from atomlib.paths import resolve_run, write_atomic
 
 MODES = ("chat", "completion")
 
@@ -103,7 +103,7 @@ class Reply:
     model_text: str = ""  # the model's answer after filters, before enhancement
     prompt_kind: str | None = None
     stopped: bool = False
-    enhanced: object | None = None  # atomlib.enhance.EnhanceResult when enhancement ran
+    enhanced: object | None = None  # atomlib.apps.enhance.EnhanceResult when enhancement ran
     meta: dict = field(default_factory=dict)
 
     @property
@@ -119,7 +119,7 @@ class ChatSession:
                  seed: int | None = None, run_dir: str | Path | None = None, device: str | None = None):
         if mode not in MODES:
             raise AtomError(f"chat mode '{mode}' is unknown; use one of {', '.join(MODES)}.")
-        from atomlib.enhance import Enhancer
+        from atomlib.apps.enhance import Enhancer
 
         self.model, self.tokenizer, self.state = model, tokenizer, state or {}
         self.mode = mode
@@ -137,7 +137,7 @@ class ChatSession:
     @classmethod
     def from_run(cls, run: str | Path | None = None, device: str = "auto", **kw) -> "ChatSession":
         """A session on a trained run folder (default: the newest under outputs/runs/)."""
-        from atomlib.checkpoint import load_run
+        from atomlib.model.checkpoint import load_run
 
         run_dir = resolve_run(run)
         model, tok, state = load_run(run_dir, device=device)
@@ -178,9 +178,9 @@ class ChatSession:
         return None if self.seed is None else self.seed + self._turns
 
     def _chat(self, text, on_token, on_event) -> Reply:
-        from atomlib.adaptive import classify_prompt, frame_prompt, params_for
-        from atomlib.filters import apply_filters
-        from atomlib.sampling import generate
+        from atomlib.generation.adaptive import classify_prompt, frame_prompt, params_for
+        from atomlib.generation.filters import apply_filters
+        from atomlib.generation.sampling import generate
 
         kind = classify_prompt(text)
         params = params_for(kind, tokenizer=self.tokenizer, **self.settings.overrides())
@@ -232,7 +232,7 @@ class ChatSession:
         return reply
 
     def _complete(self, text, on_token, on_event) -> Reply:
-        from atomlib.completion import complete_line
+        from atomlib.generation.completion import complete_line
 
         line = text.rstrip("\r\n")
         budget = self.block_size - min(self._completion_params().max_new_tokens, self.block_size // 2)
@@ -266,7 +266,7 @@ class ChatSession:
 
     def _completion_params(self):
         """Completion's own defaults, with the settings the user fixed (/temp, /tokens, ...)."""
-        from atomlib.completion import default_params
+        from atomlib.generation.completion import default_params
 
         return dataclasses.replace(default_params(self.tokenizer), **self.settings.overrides())
 
@@ -295,7 +295,7 @@ class ChatSession:
         while worker.is_alive():  # wait in small steps so a stop request is seen at once
             worker.join(0.05)
             if self.stop_event.is_set() and worker.is_alive():
-                from atomlib.enhance import EnhanceResult
+                from atomlib.apps.enhance import EnhanceResult
 
                 result_box.append(EnhanceResult(reply.text, reply.text, False, "stopped", model=enh.health.model,
                                                 url=enh.health.url))
@@ -516,7 +516,7 @@ class ChatSession:
         return "\n".join(lines)
 
     def settings_text(self) -> str:
-        from atomlib.adaptive import PRESETS, params_for
+        from atomlib.generation.adaptive import PRESETS, params_for
 
         over = self.settings.overrides()
         rows = [f"{'kind':<10} {'temp':>5} {'top_p':>5} {'top_k':>5} {'repeat':>6} {'tokens':>6}  stop"]
@@ -613,18 +613,6 @@ def _params_dict(p) -> dict:
     except TypeError:
         return {}
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
-
-
-def resolve_run(run: str | Path | None) -> Path:
-    """The run folder to chat with: `run` as given, else the newest under outputs/runs/."""
-    from atomlib.paths import newest_run, runs_dir
-
-    if run:
-        return Path(run)
-    found = newest_run()
-    if found is None:
-        raise AtomError(f"no trained run under {runs_dir()}; train one with `atom train` or pass --run DIR.")
-    return found
 
 
 # --- terminal front end ---------------------------------------------------------------------------

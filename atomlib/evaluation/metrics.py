@@ -1,6 +1,6 @@
 """Text metrics for generated verse: pure functions on strings, each with one stated definition.
 
-Nothing here needs torch or a model; `atomlib.evaluate` applies these to a run's samples and
+Nothing here needs torch or a model; `atomlib.evaluation.evaluate` applies these to a run's samples and
 to the baselines. Definitions (also in the README's evaluation section):
 
 - words: lowercased runs of letters/digits, inner apostrophes kept ("o'er", "night's").
@@ -18,7 +18,7 @@ to the baselines. Definitions (also in the README's evaluation section):
   (`pronouncing.rhyming_part`: the phones from the last stressed vowel to the end, stress
   marks included) -- exactly when `b in pronouncing.rhymes(a)`. A word not in the dictionary
   rhymes with nothing. None when the text has no adjacent pair.
-- theme: a prompt's themes are the lexicon entries (atomlib/data/theme_lexicon.json) whose
+- theme: a prompt's themes are the lexicon entries (atomlib/assets/theme_lexicon.json) whose
   head word or a neighbour occurs in the prompt; an output is on theme when it uses any word
   of those entries. Words match after `light_stem` (plural, -ed, -ing, final -e removed).
   None when the prompt touches no theme.
@@ -191,7 +191,7 @@ def light_stem(word: str) -> str:
 @lru_cache(maxsize=1)
 def default_lexicon() -> dict[str, list[str]]:
     """The shipped theme lexicon: theme word -> near neighbours."""
-    text = resources.files("atomlib").joinpath("data/theme_lexicon.json").read_text(encoding="utf-8")
+    text = resources.files("atomlib").joinpath("assets/theme_lexicon.json").read_text(encoding="utf-8")
     return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
 
 
