@@ -4,4 +4,5 @@
     filters     named stages that clean a raw sample and say what they removed
     adaptive    what kind of prompt is this, and which sampling preset and framing suit it
     completion  finish an unfinished line, best of N
+    answer      the one answer pipeline: prompt -> fit -> preset -> sample -> filter -> Answer
 """

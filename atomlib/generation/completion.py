@@ -49,6 +49,7 @@ class Candidate:
     raw: str = ""  # the completion as sampled, before the filters
     mean_logprob: float = float("-inf")
     finish_reason: str = ""
+    tokens: int = 0  # tokens sampled for it
 
 
 @dataclass
@@ -158,7 +159,8 @@ def complete_line(model, tokenizer, line: str, n: int = 8, params: SamplingParam
     candidates = []
     for g in gens:
         text, filt = _clean(line, g.text, g.finish_reason)
-        candidates.append(score_completion(line, text, g.logprobs, g.finish_reason, filters=filt, raw=g.text,
-                                           weights=weights))
+        cand = score_completion(line, text, g.logprobs, g.finish_reason, filters=filt, raw=g.text, weights=weights)
+        cand.tokens = len(g.tokens)
+        candidates.append(cand)
     candidates.sort(key=lambda c: (c.score, c.parts.get("fluency", 0.0)), reverse=True)
     return CompletionResult(best=candidates[0], candidates=candidates, prompt=line)
