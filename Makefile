@@ -15,11 +15,13 @@ ifeq ($(OWN_ENV),)
 else
   ENV_DIR := $(OWN_ENV)
 endif
-BIN   := $(ENV_DIR)/bin
-STAMP := $(ENV_DIR)/.atom-installed
+BIN       := $(ENV_DIR)/bin
+STAMP     := $(ENV_DIR)/.atom-installed
+DEV_STAMP := $(ENV_DIR)/.atom-dev-installed
 
-.PHONY: setup demo test test-fast chromium clean-data clean-outputs
+.PHONY: setup setup-dev demo test test-fast chromium clean-data clean-outputs
 
+# atomlib and what the notebooks need (the notebooks extra: JupyterLab, papermill)
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -27,8 +29,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --upgrade pip >/dev/null
 	# torch first and pinned: a loose requirement would pull a multi-GB CUDA build on a CPU machine
 	$(BIN)/python -m pip install "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -e ".[browser]"
+	$(BIN)/python -m pip install -e ".[notebooks]"
 	@touch $(STAMP)
+
+# the same, plus the dev extra: pytest, nbval, hypothesis, pexpect, playwright
+setup-dev: $(DEV_STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e ".[dev]"
+	@touch $(DEV_STAMP)
 
 # The pipeline, headless: each numbered notebook executed by papermill with its defaults,
 # executed copies written to outputs/notebooks/. Data comes from $$ATOM_MIRROR, else
@@ -50,10 +59,10 @@ chromium:
 
 # The whole suite: unit and integration tests, then every notebook under nbval in smoke mode
 # (ATOM_SMOKE=1 shrinks the notebooks' work; the cells and code paths are the same).
-test: setup chromium
+test: setup-dev chromium
 	ATOM_SMOKE=1 $(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider
 
-test-fast: setup
+test-fast: setup-dev
 	$(BIN)/python -m pytest tests -m "not slow and not browser" -p no:cacheprovider
 
 clean-data:

@@ -1,7 +1,10 @@
 """The project's set-up files agree with each other and with DESIGN.md's layout."""
 
+import ast
+import importlib.metadata
 import re
 import subprocess
+import sys
 import tomllib
 
 import yaml
@@ -16,9 +19,31 @@ def _name(req: str) -> str:
     return re.split(r"[<>=!~\[ ;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
-def pyproject_deps() -> set[str]:
-    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return {_name(d) for d in data["project"]["dependencies"]}
+def pyproject_deps(*extras: str) -> set[str]:
+    """The runtime dependencies, plus those of the named extras (the project itself left out)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"])
+    for extra in extras:
+        reqs += project["optional-dependencies"][extra]
+    return {_name(d) for d in reqs} - {"atom-gpt"}
+
+
+def imported_distributions() -> dict[str, set[str]]:
+    """Every third-party distribution atomlib imports -> the files that import it."""
+    dists = importlib.metadata.packages_distributions()
+    out: dict[str, set[str]] = {}
+    for path in (ROOT / "atomlib").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods = [node.module]
+            else:
+                continue
+            for top in {m.split(".")[0] for m in mods} - set(sys.stdlib_module_names) - {"atomlib"}:
+                for dist in dists.get(top, [top.replace("_", "-")]):
+                    out.setdefault(_name(dist), set()).add(path.name)
+    return out
 
 
 def conda_deps() -> set[str]:
@@ -34,13 +59,20 @@ def conda_deps() -> set[str]:
 
 
 def test_environment_yml_lists_the_same_packages_as_pyproject():
-    assert conda_deps() == pyproject_deps()
+    """The conda environment is a developer's: runtime plus the notebooks and dev extras."""
+    assert conda_deps() == pyproject_deps("notebooks", "dev")
 
 
-def test_required_packages_are_declared():
-    need = {"torch", "numpy", "tiktoken", "transformers", "jupyterlab", "ipywidgets", "matplotlib", "pandas",
-            "papermill", "nbval", "pyyaml", "safetensors", "tqdm", "requests", "beautifulsoup4", "pytest", "tokenizers"}
-    assert need <= pyproject_deps()
+def test_runtime_dependencies_are_exactly_what_atomlib_imports():
+    """Nothing in the runtime list that atomlib does not import, and every import declared
+    (optional ones in their extra); test tools live in the dev extra only."""
+    imported = imported_distributions()
+    runtime = pyproject_deps()
+    undeclared = {d: sorted(f) for d, f in imported.items() if d not in runtime | pyproject_deps("embed", "wandb")}
+    assert not undeclared, f"imported by atomlib but not a dependency: {undeclared}"
+    assert not runtime - set(imported), f"runtime dependencies atomlib never imports: {sorted(runtime - set(imported))}"
+    assert {"pytest", "nbval", "hypothesis", "playwright", "pexpect"} <= pyproject_deps("dev") - pyproject_deps()
+    assert {"jupyterlab", "papermill"} <= pyproject_deps("notebooks") - pyproject_deps()
 
 
 def test_layout_matches_design():
