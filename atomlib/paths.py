@@ -1,4 +1,5 @@
-"""Where things live: the project root, data folders, runs, and the offline mirrors.
+"""Where things live: the project root, data folders, runs, and the offline mirrors; and how a
+file is written there so that a kill never leaves half of it (atomic_file, write_atomic).
 
 Notebooks run from the repository root or from notebooks/, papermill may run them from
 anywhere, so every path is resolved from the project root, never from the working directory.
@@ -6,9 +7,12 @@ anywhere, so every path is resolved from the project root, never from the workin
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Iterator
 
 from atomlib.errors import AtomError
 
@@ -55,24 +59,25 @@ def runs_dir() -> Path:
     return outputs_dir() / "runs"
 
 
+def _mirror(env: str, *beside: str) -> Path | None:
+    """An offline mirror folder: $env when set, else ../shared/<beside...> next to the repo when it
+    exists, else None (then the network is used)."""
+    if os.environ.get(env):
+        return Path(os.environ[env]).expanduser().resolve()
+    guess = project_root().parent.joinpath("shared", *beside)
+    return guess if guess.is_dir() else None
+
+
 def corpus_mirror() -> Path | None:
     """The offline corpus mirror: $ATOM_MIRROR, else ../shared/corpus beside the repo, else None
     (then the real download URLs are used)."""
-    env = os.environ.get("ATOM_MIRROR")
-    if env:
-        return Path(env).expanduser().resolve()
-    guess = project_root().parent / "shared" / "corpus"
-    return guess if guess.is_dir() else None
+    return _mirror("ATOM_MIRROR", "corpus")
 
 
 def tokenizer_mirror() -> Path | None:
     """Folder holding GPT-2's encoder.json and vocab.bpe for offline tiktoken:
     $ATOM_TOKENIZER_MIRROR, else ../shared/tokenizers/gpt2 beside the repo, else None."""
-    env = os.environ.get("ATOM_TOKENIZER_MIRROR")
-    if env:
-        return Path(env).expanduser().resolve()
-    guess = project_root().parent / "shared" / "tokenizers" / "gpt2"
-    return guess if guess.is_dir() else None
+    return _mirror("ATOM_TOKENIZER_MIRROR", "tokenizers", "gpt2")
 
 
 def newest_run() -> Path | None:
@@ -97,24 +102,31 @@ def resolve_run(run: str | Path | None = None) -> Path:
     return found
 
 
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Replace path's contents with data so that a kill leaves the old file or the whole new one,
-    on disk: a uniquely named temporary file beside it (".tmp-..."), fsync, rename, fsync of the
-    folder. On any failure the temporary file is removed and nothing else changes."""
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """A file to write that replaces `path` whole or not at all: a uniquely named temporary file
+    beside it (".tmp-..."), yielded open in `mode`; when the block ends it is fsynced and renamed
+    over `path`, and the folder is fsynced. If the block raises, the temporary file is removed and
+    `path` is untouched. So a kill leaves the old file or the whole new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (where the platform has directory handles)."""
     try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+        dir_fd = os.open(folder, os.O_RDONLY)
     except OSError:  # a platform without directory handles (Windows): the rename is what we have
         return
     try:
@@ -123,3 +135,18 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Replace path's contents with `data` through atomic_file: the old file or the whole new one."""
+    with atomic_file(path) as f:
+        f.write(data)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks (a corpus file need not fit in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()

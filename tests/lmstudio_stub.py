@@ -1,4 +1,4 @@
-"""A small OpenAI-compatible server (the part of LM Studio's API that atomlib.apps.enhance uses).
+"""A small OpenAI-compatible server (the part of LM Studio's API that atomlib.apps.llm_client calls).
 
 Listens on 127.0.0.1, port 0 (the OS picks a free one), in a background thread. Each
 behaviour a test needs is a field of `StubServer.behaviour`:

@@ -1,12 +1,14 @@
-"""atomlib.data.clean: every rule family on hand-made text with known answers (what goes AND what
-stays), document-level dedup, the inputs it reads, the report it writes, and a run over real
-Project Gutenberg files from the offline mirror."""
+"""atomlib.data.clean with its rules (text_rules, lyric_rules), dedup and documents: every rule
+family on hand-made text with known answers (what goes AND what stays), document-level dedup, the
+inputs it reads, the report it writes, and a run over real Project Gutenberg files from the
+offline mirror."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from atomlib.data import clean as C
+from atomlib.data import clean as C, dedup, lyric_rules, setup as data_setup, text_rules, views
 from atomlib import paths
 from atomlib.errors import AtomError
 
@@ -76,15 +78,15 @@ def test_verse_survives_every_rule(line):
 
 
 def test_html_tags_and_entities():
-    text, n = C.html_tags_entities("&amp; the night &#39;falls&#39;<br>and <i>rises</i><br/>again&nbsp;now")
+    text, n = text_rules.html_tags_entities("&amp; the night &#39;falls&#39;<br>and <i>rises</i><br/>again&nbsp;now")
     assert text == "& the night 'falls'\nand rises\nagain\u00a0now"
     assert n == 2 + 2 + 3 + 1  # two breaks, <i> </i>, three entities + &nbsp;
-    assert C.html_tags_entities('<a href="http://x.org">link</a> <p>para</p>')[0] == "link para\n"
+    assert text_rules.html_tags_entities('<a href="http://x.org">link</a> <p>para</p>')[0] == "link para\n"
 
 
 def test_html_leaves_comparisons_and_unknown_entities():
     for s in ["I <3 you", "3 < 4 and 5 > 2", "AT&T & friends", "&notanentity;"]:
-        assert C.html_tags_entities(s) == (s, 0)
+        assert text_rules.html_tags_entities(s) == (s, 0)
 
 
 # --- whitespace and Unicode -----------------------------------------------------------------
@@ -92,7 +94,7 @@ def test_html_leaves_comparisons_and_unknown_entities():
 
 def test_unicode_whitespace():
     raw = "\ufeffLine one  \r\nLine\u00a0two\u2009ok\r\nzero\u200bwidth\u200d\r\n\r\n\r\n\r\nCafe\u0301 \t\n"
-    text, n = C.unicode_whitespace(raw)
+    text, n = text_rules.unicode_whitespace(raw)
     assert text == "Line one\nLine two ok\nzerowidth\n\nCafé\n"
     assert "\r" not in text and "\ufeff" not in text and "\u200b" not in text
     assert n >= 10  # BOM, 2 spaces, zero-widths, 6 CRs, NFC, trailing spaces, one newline run
@@ -100,7 +102,7 @@ def test_unicode_whitespace():
 
 def test_unicode_whitespace_keeps_indentation_and_single_blank_lines():
     s = "  indented verse\n\tand a tab\n\nnext stanza"
-    assert C.unicode_whitespace(s) == (s, 0)
+    assert text_rules.unicode_whitespace(s) == (s, 0)
 
 
 def test_clean_text_leaves_no_trailing_space_or_blank_runs():
@@ -148,24 +150,24 @@ def test_gutenberg_old_styles():
            "*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*Ver.04.29.93*END*\n\n"
            "The grave is cold and the night is long.\n\n"
            "End of The Project Gutenberg Etext of Old Verse\n")
-    text, n = C.gutenberg_header_footer(old)
+    text, n = text_rules.gutenberg_header_footer(old)
     assert text.strip() == "The grave is cold and the night is long."
     assert n == 2
     only_end = "A dirge for the dead.\n\nEnd of Project Gutenberg's Dirges, by Nobody\n\nlicence text"
-    assert C.gutenberg_header_footer(only_end) == ("A dirge for the dead.", 1)
+    assert text_rules.gutenberg_header_footer(only_end) == ("A dirge for the dead.", 1)
     variant = "header\n***START OF THE PROJECT GUTENBERG EBOOK X***\nverse\n***END OF THE PROJECT GUTENBERG EBOOK X***\nlicence"
-    assert C.gutenberg_header_footer(variant)[0] == "verse"
+    assert text_rules.gutenberg_header_footer(variant)[0] == "verse"
 
 
 def test_gutenberg_leaves_other_texts_alone():
     for s in ["The end of the project was near\nAnd gutenberg presses rolled", "Start of the end\nEnd of the start"]:
-        assert C.gutenberg_header_footer(s) == (s, 0)
+        assert text_rules.gutenberg_header_footer(s) == (s, 0)
 
 
 def test_gutenberg_meta():
-    assert C.gutenberg_meta(PG) == {"title": "Dark Songs", "author": "Ann Author"}
-    assert C.gutenberg_meta("The Project Gutenberg EBook of Odes, by Jo Poet\n\nstuff") == {"title": "Odes", "author": "Jo Poet"}
-    assert C.gutenberg_meta("no header here") == {}
+    assert text_rules.gutenberg_meta(PG) == {"title": "Dark Songs", "author": "Ann Author"}
+    assert text_rules.gutenberg_meta("The Project Gutenberg EBook of Odes, by Jo Poet\n\nstuff") == {"title": "Odes", "author": "Jo Poet"}
+    assert text_rules.gutenberg_meta("no header here") == {}
 
 
 # --- placeholders ----------------------------------------------------------------------------
@@ -178,14 +180,14 @@ def test_gutenberg_meta():
     "[Illustration 3]", "[?]", "[unintelligible]",
 ])
 def test_placeholders_removed(noise):
-    text, n = C.placeholders(f"first line\n{noise}\nlast line")
+    text, n = lyric_rules.placeholders(f"first line\n{noise}\nlast line")
     assert (text, n) == ("first line\nlast line", 1)
 
 
 def test_placeholders_inline_and_kept():
-    assert C.placeholders("the [?] night") == ("the night", 1)
+    assert lyric_rules.placeholders("the [?] night") == ("the night", 1)
     for s in ["(picture this)", "[Picture this]", "Instrumental in my demise", "The words are unknown.", "[she whispered]"]:
-        assert C.placeholders(s) == (s, 0)
+        assert lyric_rules.placeholders(s) == (s, 0)
 
 
 # --- section and repeat markers ---------------------------------------------------------------
@@ -199,7 +201,7 @@ def test_placeholders_inline_and_kept():
     "(Repeat chorus x2)", "Repeat 1st verse", "(3 times)", "(twice)",
 ])
 def test_section_markers_removed(marker):
-    text, n = C.section_repeat_markers(f"the first line\n{marker}\nthe last line")
+    text, n = lyric_rules.section_repeat_markers(f"the first line\n{marker}\nthe last line")
     assert (text, n) == ("the first line\nthe last line", 1)
 
 
@@ -208,13 +210,13 @@ def test_section_markers_removed(marker):
     ("Burn the sky (repeat)", "Burn the sky"), ("Burn (2x) again", "Burn again"), ("(x2) Burn", "Burn"),
 ])
 def test_repeat_counts_after_a_line(line, want):
-    assert C.section_repeat_markers(line) == (want, 1)
+    assert lyric_rules.section_repeat_markers(line) == (want, 1)
 
 
 def test_section_words_inside_verse_stay():
     for s in ["Chorus of the damned", "Bridge of sighs", "Hook me up", "The refrain of the dead", "Verse of blood",
               "Break", "[she whispered]", "Malcolm X", "x marks the grave", "Intro to the void we fall"]:
-        assert C.section_repeat_markers(s) == (s, 0), s
+        assert lyric_rules.section_repeat_markers(s) == (s, 0), s
 
 
 # --- metadata lines ----------------------------------------------------------------------------
@@ -226,14 +228,14 @@ def test_section_words_inside_verse_stay():
     "Track #7 - Suicide Machine", "Track 3 of 10", "CD 2", "Disc 1: The Dark", "[Year: 1991]", "Length: 4:33",
 ])
 def test_metadata_lines_removed(meta):
-    assert C.metadata_lines(f"a verse\n{meta}\nanother verse") == ("a verse\nanother verse", 1)
+    assert lyric_rules.metadata_lines(f"a verse\n{meta}\nanother verse") == ("a verse\nanother verse", 1)
 
 
 def test_metadata_shapes_inside_verse_stay():
     for s in ["single: your abilities are too infant-like", "song:--long it howled.", "Track the beast through the snow",
               "Title of kings, crown of thorns", "The album of my sorrow", "Year after year: the dead return",
               "The artist: a painter of graves"]:
-        assert C.metadata_lines(s) == (s, 0), s
+        assert lyric_rules.metadata_lines(s) == (s, 0), s
 
 
 # --- credits --------------------------------------------------------------------------------------
@@ -249,7 +251,7 @@ def test_metadata_shapes_inside_verse_stay():
     "Corrected by Mike Smith", "Thanks to joe@example.com", "Music: Traditional",
 ])
 def test_credits_removed(credit):
-    assert C.credits(f"a verse\n{credit}\nanother verse") == ("a verse\nanother verse", 1)
+    assert lyric_rules.credits(f"a verse\n{credit}\nanother verse") == ("a verse\nanother verse", 1)
 
 
 def test_credit_words_inside_verse_stay():
@@ -257,7 +259,7 @@ def test_credit_words_inside_verse_stay():
               "Thanks to the night for sending me home", "music by the river", "Words: they cut like knives",
               "Lyrics by candlelight, music by the sea", "      words:", "Corrected by the hand of fate",
               "By Christopher Marlowe", "Written by the dead", "The music: a funeral march for all of us"]:
-        assert C.credits(s) == (s, 0), s
+        assert lyric_rules.credits(s) == (s, 0), s
 
 
 # --- a lyric site's own apparatus ----------------------------------------------------------------
@@ -318,7 +320,7 @@ def test_planted_site_noise_goes_and_every_lyric_line_stays():
 
 
 def test_urls_and_emails():
-    text, n = C.urls_emails("Visit http://www.darklyrics.com/lyrics/x.html now\nmail <joe@example.com>\n"
+    text, n = text_rules.urls_emails("Visit http://www.darklyrics.com/lyrics/x.html now\nmail <joe@example.com>\n"
                             "www.band.net\nsee darklyrics.com.\n(https://a.org/b?c=d)")
     assert text.rstrip("\n") == "Visit now\nmail\nsee."
     assert n == 5
@@ -326,7 +328,7 @@ def test_urls_and_emails():
 
 def test_urls_keep_ordinary_dots_and_ats():
     for s in ["The end. Of all.", "Meet me at dawn @ the grave", "e.g. the night", "Mr. Crowley"]:
-        assert C.urls_emails(s) == (s, 0), s
+        assert text_rules.urls_emails(s) == (s, 0), s
 
 
 # --- numeric noise --------------------------------------------------------------------------------
@@ -340,7 +342,7 @@ def test_numeric_noise_removes_apparatus():
            "66:001:001 The Revelation of Jesus Christ\n"
            "Thou mayst dream of her with me.              _55\n"
            "[Footnote 3: A long note\nover two lines.]\nLast line")
-    text, n = C.numeric_noise(raw)
+    text, n = text_rules.numeric_noise(raw)
     assert text == ("  The wolf howls at the moon\nSweet night\nOr pace the floor of gloom\n"
                     "          As himself he had bidden, while the friend\n"
                     "          Word-sway wielded,\nThe Revelation of Jesus Christ\n"
@@ -352,13 +354,13 @@ def test_numbers_inside_verse_stay():
     for s in ["Seven seals and 666 names", "In 1349 the plague came", "3 < 4", "I. THE DESCENT", "37. Hraesvelg he is called",
               "At 3:16 the clock stopped", "12:00 midnight strikes", "Room 101", "The 13th hour",
               "  The   12 men came", "Room 101   Then the night", "foo 1:2:3 bar", "1349 the plague"]:
-        assert C.numeric_noise(s) == (s, 0), s
+        assert text_rules.numeric_noise(s) == (s, 0), s
 
 
 def test_leading_indentation_goes_and_the_verse_stays():
     raw = ("    Once upon a midnight dreary,\n      while I pondered, weak and weary,\n\n\tQUEEN.\n"
            "Not indented at all\n  The   spaces   inside stay  \n   \n")
-    text, n = C.leading_indentation(raw)
+    text, n = text_rules.leading_indentation(raw)
     assert text == ("Once upon a midnight dreary,\nwhile I pondered, weak and weary,\n\nQUEEN.\n"
                     "Not indented at all\nThe   spaces   inside stay  \n   \n")
     assert n == 4  # one per de-indented line; blank lines are the whitespace rule's
@@ -389,25 +391,25 @@ Every soul the ocean takes it never gives again"""
 
 
 def test_dedup_exact_near_and_shared_refrain():
-    d = C.Deduper()
+    d = dedup.Deduper()
     assert d.check(SONG_A) is None
     assert d.check(SONG_A.upper().replace("\n", "  \n")) == "exact"  # same text up to case and spacing
     near = SONG_A.replace("torches burn low tonight", "torches burning low").replace("ravens", "crows")
-    assert C.jaccard(C.shingles(SONG_A), C.shingles(near)) >= 0.8
+    assert dedup.jaccard(dedup.shingles(SONG_A), dedup.shingles(near)) >= 0.8
     assert d.check(near) == "near"
     # two different songs that share a refrain, three times each: both stay
     a = "\n\n".join([SONG_A, REFRAIN, REFRAIN, REFRAIN])
     b = "\n\n".join([SONG_B, REFRAIN, REFRAIN, REFRAIN])
-    d2 = C.Deduper()
+    d2 = dedup.Deduper()
     assert d2.check(a) is None and d2.check(b) is None
 
 
 def test_minhash_agrees_with_jaccard_roughly():
-    sa, sb = C.shingles(SONG_A), C.shingles(SONG_B)
-    same = (C.minhash(sa) == C.minhash(sa)).mean()
-    diff = (C.minhash(sa) == C.minhash(sb)).mean()
+    sa, sb = dedup.shingles(SONG_A), dedup.shingles(SONG_B)
+    same = (dedup.minhash(sa) == dedup.minhash(sa)).mean()
+    diff = (dedup.minhash(sa) == dedup.minhash(sb)).mean()
     assert same == 1.0 and diff < 0.2
-    assert C.jaccard(sa, sb) < 0.05
+    assert dedup.jaccard(sa, sb) < 0.05
 
 
 # --- the command: inputs, outputs, report -------------------------------------------------------------
@@ -463,7 +465,7 @@ def test_clean_jsonl_txt_and_folder(tmp_path):
     for key in ("documents_in", "documents_out", "dropped_empty", "dropped_duplicates_exact", "dropped_duplicates_near",
                 "chars_in", "chars_out", "sources"):
         assert key in on_disk
-    assert not list((tmp_path / "out").glob(".*tmp"))  # the temporary files were renamed away
+    assert not list((tmp_path / "out").glob(".tmp-*"))  # the temporary files were renamed away
 
 
 def test_clean_errors_name_the_input(tmp_path):
@@ -480,6 +482,7 @@ def test_clean_errors_name_the_input(tmp_path):
     with pytest.raises(AtomError, match="no .txt"):
         C.clean([tmp_path / "empty"], out=tmp_path / "c.jsonl", progress=False)
     assert not (tmp_path / "c.jsonl").exists()
+    assert not list(tmp_path.glob(".tmp-*"))  # the corpus half-written before bad.jsonl:2 is gone too
 
 
 def test_clean_cli(tmp_path, capsys):
@@ -491,6 +494,33 @@ def test_clean_cli(tmp_path, capsys):
     assert "credits" in capsys.readouterr().out
     assert main(["clean", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "c.jsonl")]) == 2
     assert "atom clean: error:" in capsys.readouterr().err
+
+
+# --- what notebook 01 shows ------------------------------------------------------------------------
+
+
+def test_views_of_a_clean_run(tmp_path, capsys):
+    texts = [f"Poem {i}: the raven calls at night,\nthe {i}th bell tolls for the dead {i}" for i in range(5)]
+    songs = _songs(tmp_path / "songs.jsonl", [{"text": t, "title": f"P{i}"} for i, t in enumerate(texts)]
+                   + [{"text": "Lyrics by Some Body\n" + texts[0], "title": "again"}])
+    report = C.clean([songs], out=tmp_path / "c.jsonl", progress=False)
+    frame = views.rules_frame(report)
+    assert list(frame["count"]) == sorted(report["rules"].values(), reverse=True)
+    assert frame.loc["duplicates", "count"] == 1 and frame.loc["credits", "count"] == 1
+    assert "rules" not in views.report_summary(report) and views.report_summary(report)["documents_out"] == 5
+    assert views.plot_rule_counts(report).axes[0].get_xscale() == "log"
+    views.show_documents(tmp_path / "c.jsonl", n=2, seed=0)
+    first = capsys.readouterr().out
+    assert first.count("--- songs/") == 2 and "the raven calls" in first
+    views.show_documents(tmp_path / "c.jsonl", n=2, seed=0)
+    assert capsys.readouterr().out == first  # the same seed shows the same documents
+
+
+def test_corpus_inputs_without_scraping():
+    raw = paths.raw_dir()
+    assert data_setup.corpus_inputs() == [raw / "public_domain" / "gutenberg"]
+    assert data_setup.corpus_inputs(include_shakespeare=True, local_inputs=["mine.txt"]) == [
+        raw / "public_domain" / "gutenberg", raw / "public_domain" / "tinyshakespeare", Path("mine.txt")]
 
 
 # --- real Project Gutenberg files from the mirror -----------------------------------------------------

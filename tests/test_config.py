@@ -10,7 +10,7 @@ import pytest
 
 from atomlib.cli import main as cli_main
 from atomlib.config import ConfigError, TrainConfig, available_configs, load_config, make_config, parse_overrides
-from atomlib.training.train import resolve_config
+from atomlib.training.launch import resolve_config
 from conftest import ROOT, atom_cmd
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from atomlib.apps.enhance import (DEFAULT_INSTRUCTION, DEFAULT_URLS, Enhancer, candidate_urls, clean_rewrite,
                              load_chat_config, normalize_url, validate_rewrite)
+from atomlib.apps.llm_client import ServerError, chat_completion, list_models
 from lmstudio_stub import StubServer, free_port_url
 
 ORIGINAL = "the night is burning under, shadows of the fallen kings"
@@ -58,6 +59,17 @@ def test_named_model_is_used(stub):
     assert enh.check().model == "other-model"
     enh.enhance("x", ORIGINAL)
     assert stub.requests[-1]["model"] == "other-model"
+
+
+def test_client_lists_models_and_completes(stub):
+    ids, loaded = list_models(stub.url, connect_timeout=1)
+    assert ids == ["other-model", "dark-editor-7b"] and loaded == ["dark-editor-7b"]  # in the order served
+    body = {"model": "dark-editor-7b", "messages": [{"role": "user", "content": "x"}], "stream": False}
+    assert chat_completion(stub.url, body, seconds=5, connect_timeout=1) == "In the dark of night, the fire burns on."
+    assert stub.requests[-1] == body
+    with pytest.raises(ServerError) as e:
+        list_models(free_port_url(), connect_timeout=1)
+    assert e.value.gone and "refused" in str(e.value)  # unreachable: the Enhancer looks for a server again
 
 
 def test_server_down_falls_back_quickly():

@@ -1,6 +1,7 @@
-"""atomlib.apps.enhance against hostile servers on 127.0.0.1: dripping, huge, deeply nested, redirecting,
-escape-laden and malformed answers. Whatever the server does, the caller gets the model's own text
-and a one-line reason, within the documented time limit, and never a traceback."""
+"""atomlib.apps.enhance (over llm_client) against hostile servers on 127.0.0.1: dripping, huge,
+deeply nested, redirecting, escape-laden and malformed answers. Whatever the server does, the
+caller gets the model's own text and a one-line reason, within the documented time limit, and
+never a traceback."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import time
 
 import pytest
 
-from atomlib.apps.enhance import MAX_JSON_DEPTH, MAX_RESPONSE_BYTES, Enhancer, strip_controls, validate_rewrite
+from atomlib.apps.enhance import Enhancer, validate_rewrite
+from atomlib.apps.llm_client import MAX_JSON_DEPTH, MAX_RESPONSE_BYTES
+from atomlib.untrusted import strip_controls
 from lmstudio_stub import StubServer, drip, send_raw
 
 ORIGINAL = "the night is burning under, shadows of the fallen kings"

@@ -1,5 +1,6 @@
 """prepare: by-document split without leakage, reproducible, streamed, memory-mapped."""
 
+import hashlib
 import json
 import resource
 import subprocess
@@ -10,8 +11,10 @@ import pytest
 
 from atomlib.errors import AtomError
 from atomlib.paths import corpus_mirror
-from atomlib.data.prepare import (iter_documents, load_meta, load_tokens, prepare, resolve_dataset,
-                             split_long)
+from atomlib.data import views
+from atomlib.data.prepare import (dataset_stats, dataset_tokenizer, document_lengths, iter_documents, load_meta,
+                                  load_tokens, prepare, resolve_dataset, split_long)
+from atomlib.data.tokenizer import CharTokenizer
 from conftest import atom_cmd
 
 
@@ -77,6 +80,43 @@ def test_dtype_and_memmap(tmp_path):
     assert isinstance(arr, np.memmap) and arr.dtype == np.uint16
     assert (out / "train.bin").stat().st_size == 2 * len(arr)
     assert len(meta["corpus_sha256"]) == 64 and meta["chars_per_token"] == pytest.approx(1.0)
+    assert meta["corpus_sha256"] == hashlib.sha256((tmp_path / "c.jsonl").read_bytes()).hexdigest()
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train.bin", "val.bin"]  # no temporary file left
+
+
+def test_a_failed_prepare_leaves_no_half_written_split(tmp_path, monkeypatch):
+    out = prepare(_write_corpus(tmp_path / "c.jsonl"), out_dir=tmp_path / "ds", progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    encode, calls = CharTokenizer.encode, []
+
+    def encode_then_fail(self, text):  # the 20th document dies, with both splits begun
+        calls.append(text)
+        if len(calls) > 20:
+            raise RuntimeError("killed mid-way")
+        return encode(self, text)
+
+    monkeypatch.setattr(CharTokenizer, "encode", encode_then_fail)
+    with pytest.raises(RuntimeError):
+        prepare(_write_corpus(tmp_path / "c2.jsonl", n=60), out_dir=out, progress=False)
+    assert len(calls) == 21  # it failed while writing, not before
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old dataset, whole
+
+
+def test_views_of_a_prepared_dataset(tmp_path, capsys):
+    out = prepare(_write_corpus(tmp_path / "c.jsonl"), out_dir=tmp_path / "ds", progress=False)
+    stats = dataset_stats(out)
+    table = views.split_table(stats)
+    assert list(table.index) == ["train", "val"] and table["documents"].sum() == 50
+    assert "chars" not in views.meta_summary(load_meta(out)) and views.meta_summary(load_meta(out))["name"] == "ds"
+    fig = views.plot_top_tokens(stats, n=10)
+    assert len(fig.axes[0].patches) == 10 and "characters" in fig.axes[0].get_title()
+    lengths = document_lengths(tmp_path / "c.jsonl")
+    assert str(len(lengths)) in views.plot_document_lengths(lengths).axes[0].get_title()
+    tok = dataset_tokenizer(out)
+    views.show_window(tok, load_tokens(out, "train"), 0, 20)
+    assert capsys.readouterr().out.startswith("Poem number")
+    views.show_tokens(tok, "ash")
+    assert capsys.readouterr().out == "3 characters -> 3 tokens\na | s | h\n"
 
 
 def test_gpt2_tokenizer_dataset(tmp_path):
@@ -153,7 +193,7 @@ def test_bits_per_character_agree_across_tokenizers(tmp_path):
     log2(V) bits per token; in characters that is log2(V) / chars_per_token for every tokenizer."""
     import math
 
-    from atomlib.evaluation.metrics import bits_per_char
+    from atomlib.evaluation.char_ngrams import bits_per_char
 
     corpus = _verse_corpus(tmp_path / "c.jsonl")
     for kind, extra in (("char", {}), ("bpe", {"vocab_size": 320})):

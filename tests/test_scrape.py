@@ -22,13 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the fixture module b
 
 from fixtures_darklyrics import SITE, FixtureServer, album_page, artist_page, build_site, expected_songs  # noqa: E402
 
-from atomlib.data import scrape  # noqa: E402
+from atomlib.data import fetcher, setup as data_setup  # noqa: E402
 from atomlib.cli import main  # noqa: E402
 from atomlib.errors import AtomError  # noqa: E402
-from atomlib.data.scrape import (  # noqa: E402
-    USER_AGENT, ParseError, parse_album_header, parse_album_page, parse_artist_page, parse_letter_index,
-    scrape_darklyrics,
+from atomlib.paths import raw_dir  # noqa: E402
+from atomlib.data.darklyrics import (  # noqa: E402
+    ParseError, parse_album_header, parse_album_page, parse_artist_page, parse_letter_index,
 )
+from atomlib.data.fetcher import USER_AGENT  # noqa: E402
+from atomlib.data.scrape import scrape_darklyrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTISTS = ["amonamarth", "motleycrue", "dimmuborgir", "1349"]
@@ -58,7 +60,7 @@ def album(slug, album_slug):
 
 
 class RecordingClock:
-    """Stands in for the `time` module inside atomlib.data.scrape: real clocks, recorded sleeps."""
+    """Stands in for the `time` module inside atomlib.data.fetcher: real clocks, recorded sleeps."""
 
     def __init__(self):
         self.sleeps: list[float] = []
@@ -69,6 +71,15 @@ class RecordingClock:
 
 
 # --- parsing ----------------------------------------------------------------------------------
+
+
+def test_same_site_means_scheme_host_and_port():
+    assert fetcher.same_site("http://www.darklyrics.com/a/x.html", BASE)
+    assert fetcher.same_site("http://www.darklyrics.com:80/a.html", BASE)  # the default port is the same port
+    assert not fetcher.same_site("https://www.darklyrics.com/a.html", BASE)
+    assert not fetcher.same_site("http://evil.example/a.html", BASE)
+    assert not fetcher.same_site("http://www.darklyrics.com:8080/a.html", BASE)
+    assert not fetcher.same_site("http://www.darklyrics.com:99999/a.html", BASE)  # a malformed port is not the site
 
 
 @pytest.mark.parametrize("header, expected", [
@@ -225,7 +236,7 @@ def test_crawl_letter_mode_counts_skipped_and_failed(site, tmp_path, capsys):
 
 def test_429_with_retry_after_then_success(site, tmp_path, monkeypatch):
     clock = RecordingClock()
-    monkeypatch.setattr(scrape, "time", clock)
+    monkeypatch.setattr(fetcher, "time", clock)
     page = "/lyrics/1349/hellfire.html"
     site.fail("/robots.txt", (429, {"Retry-After": "2"}))
     site.fail(page, (429, {"Retry-After": "7"}))
@@ -237,7 +248,7 @@ def test_429_with_retry_after_then_success(site, tmp_path, monkeypatch):
 
 def test_503_retries_with_exponential_backoff_then_gives_up(site, tmp_path, monkeypatch):
     clock = RecordingClock()
-    monkeypatch.setattr(scrape, "time", clock)
+    monkeypatch.setattr(fetcher, "time", clock)
     site.fail("/lyrics/1349/hellfire.html", (503, {}), (502, {}))
     run(site, tmp_path, artists=["1349"], backoff=0.5)
     assert clock.sleeps == [0.5, 1.0] and len(songs(tmp_path)) == 1
@@ -255,7 +266,7 @@ def test_timeout_is_retried(site, tmp_path):
 
 def test_waits_delay_seconds_between_requests(site, tmp_path, monkeypatch):
     clock = RecordingClock()
-    monkeypatch.setattr(scrape, "time", clock)
+    monkeypatch.setattr(fetcher, "time", clock)
     summary = run(site, tmp_path, artists=["amonamarth"], delay=3.0)
     assert summary["requests"] == 5  # robots, artist page, 3 albums
     assert len(clock.sleeps) == 4 and all(2.0 < s <= 3.0 for s in clock.sleeps)
@@ -315,7 +326,7 @@ def test_resume_after_crash_keeps_finished_albums(site, tmp_path):
     assert songs(tmp_path) == expected_songs(site.base_url, ARTISTS)  # no loss, no duplicates
     again = site.paths()[n:]
     assert again[0] == "/robots.txt" and all(
-        str(scrape.Fetcher(site.base_url, tmp_path / "cache").cache_path(site.base_url + p)) not in cached for p in again[1:])
+        str(fetcher.Fetcher(site.base_url, tmp_path / "cache").cache_path(site.base_url + p)) not in cached for p in again[1:])
     assert (summary["songs"], summary["existing"]) == (12 - 4, 4)
 
 
@@ -353,18 +364,18 @@ def test_torn_last_line_is_cut_and_its_album_redone(site, tmp_path):
 def test_cache_write_is_atomic(tmp_path, monkeypatch):
     calls = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(scrape.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd)))
-    monkeypatch.setattr(scrape.os, "replace", lambda a, b: (calls.append(("replace", Path(a).name)), real_replace(a, b)))
-    scrape.write_atomic(tmp_path / "c" / "page.html", b"<html>")  # the writer the cache uses (paths.write_atomic)
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append(("replace", Path(a).name)), real_replace(a, b)))
+    fetcher.write_atomic(tmp_path / "c" / "page.html", b"<html>")  # the writer the cache uses (paths.write_atomic)
     assert calls[0] == "fsync" and calls[1][0] == "replace" and calls[1][1].startswith(".tmp-")  # synced, then renamed
     assert (tmp_path / "c" / "page.html").read_bytes() == b"<html>"
 
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(scrape.os, "replace", boom)
+    monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
-        scrape.write_atomic(tmp_path / "c" / "other.html", b"<html>")
+        fetcher.write_atomic(tmp_path / "c" / "other.html", b"<html>")
     assert [p.name for p in (tmp_path / "c").iterdir()] == ["page.html"]  # neither a half page nor a temp file
 
 
@@ -428,6 +439,18 @@ def test_urls_that_shared_a_cache_file_no_longer_do(tmp_path):
               for slug, title, lyrics in [("rock+roll", "Rock Plus Roll", "plus"), ("rock_roll", "Rock Under Roll", "under")]]
     names = crawl_twice_from_cache(tmp_path, [{"slug": "rockband", "name": "ROCKBAND", "albums": albums}], ["rockband"])
     assert len(names) == 3 and sum(n.startswith("lyrics-rockband-rock-roll-") for n in names) == 2
+
+
+# --- notebook 01: the corpus inputs, with a scrape --------------------------------------------------
+
+
+def test_corpus_inputs_scrape_the_artists_asked_for(site, capsys):
+    inputs = data_setup.corpus_inputs(artists=["amonamarth"], base_url=site.base_url, delay=0, progress=False)
+    assert inputs[0] == raw_dir() / "public_domain" / "gutenberg"
+    assert inputs[1] == raw_dir() / "darklyrics" / "songs.jsonl"  # where the songs landed, in the test project
+    got = [json.loads(line) for line in inputs[1].read_text(encoding="utf-8").splitlines()]
+    assert got == expected_songs(site.base_url, ["amonamarth"])
+    assert capsys.readouterr().out.startswith("darklyrics: 1 artists")
 
 
 # --- the command line ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the fixture module b
 from fixtures_darklyrics import FixtureServer, expected_songs  # noqa: E402
 from test_scrape import run, songs  # noqa: E402
 
-from atomlib.data import scrape  # noqa: E402
+from atomlib.data import fetcher  # noqa: E402
 from atomlib.errors import AtomError  # noqa: E402
 
 PAGE = "/lyrics/1349/hellfire.html"  # the page the server answers badly
@@ -70,7 +70,7 @@ def test_bad_redirects_fail_the_page_in_one_line(site, tmp_path, capsys, locatio
     headers = {} if location is None else {"Location": location.format(host=host, path=PAGE)}
     site.fail(PAGE, *[(302, headers)] * 10)
     summary, lines = crawl_with_one_bad_page(site, tmp_path, capsys)
-    assert summary["failed"] == 1 and site.paths().count(PAGE) <= scrape.Fetcher.MAX_REDIRECTS + 1
+    assert summary["failed"] == 1 and site.paths().count(PAGE) <= fetcher.Fetcher.MAX_REDIRECTS + 1
     assert_one_line(lines, reason)
 
 
@@ -108,7 +108,7 @@ def test_robots_txt_redirected_off_the_site_ends_the_run_in_one_line(site, tmp_p
     ((200, {}, bytes(range(256)) * 40), "could not parse"),  # binary junk
 ])
 def test_hostile_answers_cost_one_page_and_one_line(site, tmp_path, capsys, monkeypatch, answer, reason):
-    monkeypatch.setattr(scrape.Fetcher, "MAX_PAGE_BYTES", 100_000)  # the fixture's pages are ~3 kB
+    monkeypatch.setattr(fetcher.Fetcher, "MAX_PAGE_BYTES", 100_000)  # the fixture's pages are ~3 kB
     site.fail(PAGE, answer)
     summary, lines = crawl_with_one_bad_page(site, tmp_path, capsys)
     assert summary["failed"] + summary["skipped"] == 1

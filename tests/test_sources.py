@@ -98,7 +98,7 @@ def test_download_decodes_each_encoding_to_the_mirror_bytes(tmp_path, server):
     assert (out / "gutenberg/manfred.txt").read_bytes().startswith(b"\xef\xbb\xbf")
     assert len(server.requests) == 3
     assert all("ATOM-GPT" in ua for _, ua in server.requests)
-    assert not list(out.rglob("*.tmp"))
+    assert not list(out.rglob(".tmp-*"))  # no temporary file of paths.atomic_file left
 
 
 def test_skip_when_already_verified_and_refetch_a_bad_copy(tmp_path, server):
@@ -125,7 +125,7 @@ def test_corrupted_download_names_the_file_and_keeps_earlier_files(tmp_path, ser
     assert (out / "gutenberg/beowulf.txt").read_bytes() == UTF8["gutenberg/beowulf.txt"]  # earlier file stays
     assert not (out / "gutenberg/manfred.txt").exists()  # nothing half-written
     assert not (out / "gutenberg/faustus.txt").exists()  # stopped at the failure
-    assert not list(out.rglob("*.tmp"))
+    assert not list(out.rglob(".tmp-*"))  # no temporary file of paths.atomic_file left
 
 
 def test_http_errors_retry_then_fail_with_the_file_name(tmp_path, server):

@@ -11,9 +11,9 @@ written straight to disk, so memory stays flat whatever the corpus size. A corpu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from atomlib.errors import AtomError
-from atomlib.paths import processed_dir
+from atomlib.paths import atomic_file, processed_dir, sha256_file, write_atomic
 from atomlib.data.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer, train_bpe
 
 CHUNK_CHARS = 2000  # documents longer than this are cut at blank lines into pieces of about this size
@@ -38,56 +38,17 @@ def prepare(corpus, tokenizer: str = "char", name: str | None = None, out_dir=No
     """Tokenize a corpus (JSONL with a `text` field, or a plain .txt) into train/val .bin files.
     vocab_size: the size of a corpus BPE (tokenizer "bpe"; default DEFAULT_BPE_VOCAB)."""
     corpus = Path(corpus)
-    if not corpus.is_file():
-        raise AtomError(f"corpus file {corpus} does not exist; run `atom clean` first or pass --corpus PATH.")
-    if not 0.0 < val_fraction < 1.0:
-        raise AtomError(f"--val-fraction {val_fraction} must be between 0 and 1 (exclusive).")
-    if tokenizer not in TOKENIZERS:
-        raise AtomError(f"--tokenizer '{tokenizer}' is not one of: {', '.join(TOKENIZERS)}.")
-    if vocab_size is not None and tokenizer != "bpe":
-        raise AtomError(f"--vocab-size is the size of a corpus BPE; the {tokenizer} tokenizer's is fixed.")
+    _check_arguments(corpus, tokenizer, val_fraction, vocab_size)
     out = Path(out_dir) if out_dir else processed_dir() / (name or corpus.stem)
-
-    # Pass 1: each document's split (seeded) and the character set.
-    chars, splits = set(), split_assignment(iter_documents(corpus), val_fraction, seed)
-    for text in iter_documents(corpus):
-        chars.update(text)
+    # Pass 1: each document's split (seeded); then the tokenizer (a corpus BPE learns from train).
+    splits = split_assignment(iter_documents(corpus), val_fraction, seed)
     if not splits:
         raise AtomError(f"corpus file {corpus} holds no documents with text.")
-    if tokenizer == "char":
-        chars.update(CHAR_SEPARATOR)
-        tok = CharTokenizer(sorted(chars))
-        sep = tok.encode(CHAR_SEPARATOR)
-    elif tokenizer == "gpt2":
-        tok = GPT2Tokenizer()
-        sep = [tok.eot_token]
-    else:
-        train_docs = (t for t, s in zip(iter_documents(corpus), splits) if s == "train")
-        if progress:
-            print(f"training a byte-level BPE of {vocab_size or DEFAULT_BPE_VOCAB} tokens on the train split ...")
-        tok = train_bpe(train_docs, vocab_size or DEFAULT_BPE_VOCAB)
-        sep = [tok.eot_token]
+    tok, sep = _build_tokenizer(corpus, tokenizer, splits, vocab_size, progress)
     dtype = np.uint16 if tok.vocab_size <= 2**16 else np.uint32
-    out.mkdir(parents=True, exist_ok=True)
-
     # Pass 2: encode each document and append it to its split's .bin.
-    counts = {s: {"tokens": 0, "chars": 0, "docs": 0} for s in ("train", "val")}
-    files = {s: open(out / f"{s}.bin.tmp", "wb") for s in ("train", "val")}
-    try:
-        docs = tqdm(iter_documents(corpus), total=len(splits), desc="prepare", unit="doc", disable=not progress)
-        for text, split in zip(docs, splits):
-            ids = tok.encode(text) + sep
-            np.asarray(ids, dtype=dtype).tofile(files[split])
-            c = counts[split]
-            c["tokens"] += len(ids)
-            c["chars"] += len(text) + (len(CHAR_SEPARATOR) if tokenizer == "char" else 0)
-            c["docs"] += 1
-    finally:
-        for f in files.values():
-            f.close()
-    for s in ("train", "val"):
-        (out / f"{s}.bin.tmp").replace(out / f"{s}.bin")
-
+    sep_chars = len(CHAR_SEPARATOR) if tokenizer == "char" else 0
+    counts = _write_splits(corpus, splits, tok, sep, sep_chars, dtype, out, progress)
     cpt = counts["val"]["chars"] / max(1, counts["val"]["tokens"])
     if tokenizer == "bpe":
         tok.chars_per_token = round(cpt, 3)
@@ -103,11 +64,59 @@ def prepare(corpus, tokenizer: str = "char", name: str | None = None, out_dir=No
         "corpus_sha256": sha256_file(corpus),
         "name": out.name,
     }
-    (out / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+    write_atomic(out / "meta.json", json.dumps(meta, indent=1, ensure_ascii=False).encode("utf-8"))
     if progress:
         print(f"prepared {out}: train {counts['train']['tokens']:,} tokens ({counts['train']['docs']} docs), "
               f"val {counts['val']['tokens']:,} tokens ({counts['val']['docs']} docs), vocab {tok.vocab_size}")
     return out
+
+
+def _check_arguments(corpus: Path, tokenizer: str, val_fraction: float, vocab_size: int | None) -> None:
+    if not corpus.is_file():
+        raise AtomError(f"corpus file {corpus} does not exist; run `atom clean` first or pass --corpus PATH.")
+    if not 0.0 < val_fraction < 1.0:
+        raise AtomError(f"--val-fraction {val_fraction} must be between 0 and 1 (exclusive).")
+    if tokenizer not in TOKENIZERS:
+        raise AtomError(f"--tokenizer '{tokenizer}' is not one of: {', '.join(TOKENIZERS)}.")
+    if vocab_size is not None and tokenizer != "bpe":
+        raise AtomError(f"--vocab-size is the size of a corpus BPE; the {tokenizer} tokenizer's is fixed.")
+
+
+def _build_tokenizer(corpus: Path, tokenizer: str, splits: list[str], vocab_size: int | None, progress: bool):
+    """(tokenizer, the ids that end each document): the corpus's characters plus the separator,
+    GPT-2's BPE, or a BPE trained on the train split only (so val stays unseen)."""
+    if tokenizer == "char":
+        chars = set(CHAR_SEPARATOR)
+        for text in iter_documents(corpus):
+            chars.update(text)
+        tok = CharTokenizer(sorted(chars))
+        return tok, tok.encode(CHAR_SEPARATOR)
+    if tokenizer == "gpt2":
+        tok = GPT2Tokenizer()
+        return tok, [tok.eot_token]
+    train_docs = (t for t, s in zip(iter_documents(corpus), splits) if s == "train")
+    if progress:
+        print(f"training a byte-level BPE of {vocab_size or DEFAULT_BPE_VOCAB} tokens on the train split ...")
+    tok = train_bpe(train_docs, vocab_size or DEFAULT_BPE_VOCAB)
+    return tok, [tok.eot_token]
+
+
+def _write_splits(corpus: Path, splits: list[str], tok, sep: list[int], sep_chars: int, dtype,
+                  out: Path, progress: bool) -> dict:
+    """Encode each document (then `sep`) onto the end of its split's .bin; both files appear whole
+    or not at all. Returns {split: {"tokens", "chars", "docs"}}."""
+    counts = {s: {"tokens": 0, "chars": 0, "docs": 0} for s in ("train", "val")}
+    with ExitStack() as stack:
+        files = {s: stack.enter_context(atomic_file(out / f"{s}.bin")) for s in ("train", "val")}
+        docs = tqdm(iter_documents(corpus), total=len(splits), desc="prepare", unit="doc", disable=not progress)
+        for text, split in zip(docs, splits):
+            ids = tok.encode(text) + sep
+            np.asarray(ids, dtype=dtype).tofile(files[split])
+            c = counts[split]
+            c["tokens"] += len(ids)
+            c["chars"] += len(text) + sep_chars
+            c["docs"] += 1
+    return counts
 
 
 def split_assignment(docs: Iterable[str], val_fraction: float, seed: int) -> list[str]:
@@ -189,14 +198,6 @@ def load_tokens(folder, split: str) -> np.memmap:
 
 def dataset_tokenizer(folder):
     return load_tokenizer(load_meta(folder))
-
-
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --- statistics for notebook 02 -------------------------------------------------------------

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
+
+import requests
+from requests.adapters import HTTPAdapter
+from tqdm.auto import tqdm
+from urllib3.util.retry import Retry
 
 from atomlib import __version__, paths
 from atomlib.errors import AtomError
@@ -62,14 +65,6 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def to_utf8(source: bytes, encoding: str) -> bytes:
     """Source bytes in `encoding` -> UTF-8 bytes, nothing else changed (a UTF-8 BOM survives,
     since 'utf-8' decodes it to U+FEFF and encodes it back)."""
@@ -77,21 +72,6 @@ def to_utf8(source: bytes, encoding: str) -> bytes:
         source.decode("utf-8")  # validate only: the bytes are already what we keep
         return source
     return source.decode(encoding).encode("utf-8")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _short(h: str) -> str:
@@ -103,10 +83,6 @@ def _short(h: str) -> str:
 
 def make_session():
     """A requests session that names ATOM-GPT and retries transient failures with backoff."""
-    import requests
-    from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
-
     s = requests.Session()
     s.headers["User-Agent"] = USER_AGENT
     retry = Retry(total=RETRIES, backoff_factor=1.0, status_forcelist=(429, 500, 502, 503, 504),
@@ -118,8 +94,6 @@ def make_session():
 
 def _reason(e) -> str:
     """A short cause for a requests exception (its own message is a paragraph)."""
-    import requests
-
     if isinstance(e, requests.HTTPError) and e.response is not None:
         return f"HTTP {e.response.status_code}"
     if isinstance(e, requests.Timeout):
@@ -131,8 +105,6 @@ def _reason(e) -> str:
 
 def download(work: dict, session) -> bytes:
     """The pinned URL's bytes, checked against source_sha256, decoded to the UTF-8 file's bytes."""
-    import requests
-
     name, url = work["file"], work["url"]
     try:
         r = session.get(url, timeout=TIMEOUT)
@@ -182,8 +154,6 @@ def fetch(mirror=None, out_dir=None, progress=True, session=None, manifest=None)
     written atomically. The first failure raises AtomError naming the file; files done before it
     stay. Returns the output paths in manifest order.
     """
-    from tqdm.auto import tqdm
-
     works = load_manifest(manifest)
     out_dir = Path(out_dir) if out_dir is not None else paths.raw_dir() / "public_domain"
     mirror = _resolve_mirror(mirror)
@@ -194,7 +164,7 @@ def fetch(mirror=None, out_dir=None, progress=True, session=None, manifest=None)
         for w in works:
             name, dest = w["file"], out_dir / w["file"]
             bar.set_postfix_str(Path(name).name, refresh=False)
-            if dest.is_file() and sha256_file(dest) == w["sha256"]:
+            if dest.is_file() and paths.sha256_file(dest) == w["sha256"]:
                 how = "verified"
             else:
                 data = from_mirror(w, mirror) if mirror is not None else None
@@ -209,7 +179,7 @@ def fetch(mirror=None, out_dir=None, progress=True, session=None, manifest=None)
                     where = f"mirror {mirror}" if how == "mirror" else w["url"]
                     raise AtomError(f"{name}: sha256 mismatch of the copy from {where} (got {_short(got)}, "
                                     f"want {_short(w['sha256'])}); {fix}.")
-                write_atomic(dest, data)
+                paths.write_atomic(dest, data)
             stats[how] += 1
             done.append(dest)
             bar.update(int(w.get("size", 0)))

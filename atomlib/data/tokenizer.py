@@ -14,6 +14,10 @@ import unicodedata
 from functools import lru_cache
 from typing import Iterable
 
+import tiktoken
+from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
 from atomlib.errors import AtomError
 from atomlib.paths import tokenizer_mirror
 
@@ -96,8 +100,6 @@ class BPETokenizer:
     kind = "bpe"
 
     def __init__(self, spec: dict | str, chars_per_token: float | None = None):
-        from tokenizers import Tokenizer
-
         self.spec = json.loads(spec) if isinstance(spec, str) else spec
         self.tok = Tokenizer.from_str(json.dumps(self.spec))
         self.vocab_size = self.tok.get_vocab_size()
@@ -120,8 +122,6 @@ class BPETokenizer:
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
     """Learn a byte-level BPE of vocab_size tokens (256 bytes, <|endoftext|>, merges) from texts."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     if not MIN_BPE_VOCAB <= vocab_size <= MAX_BPE_VOCAB:
         raise AtomError(f"--vocab-size {vocab_size} must be between {MIN_BPE_VOCAB} (the 256 bytes and "
                         f"<|endoftext|>) and {MAX_BPE_VOCAB}.")
@@ -161,13 +161,9 @@ def load_tokenizer(meta: dict):
 
 @lru_cache(maxsize=1)
 def _gpt2_encoding():
-    import tiktoken
-
     folder = tokenizer_mirror()
     if folder is not None and (folder / "vocab.bpe").is_file() and (folder / "encoder.json").is_file():
         # Offline: build the same Encoding tiktoken would, from the two local BPE files.
-        from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-
         ranks = data_gym_to_mergeable_bpe_ranks(str(folder / "vocab.bpe"), str(folder / "encoder.json"))
         return tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
                                  special_tokens={GPT2_EOT: 50256}, explicit_n_vocab=50257)
