@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from atomlib.paths import newest_run
+from atomlib.data.setup import ensure_dataset
+from atomlib.paths import newest_run, project_root
+from atomlib.training.launch import resolve_config
+from atomlib.training.train import run as train_run
 
 
 def smoke(value, small):
@@ -25,11 +28,20 @@ def ensure_run(run: str | Path | None = None, config: str = "cpu", max_iters: in
     if found is not None:
         print(f"using the newest run: {found}")
         return found
-    from atomlib.data.setup import ensure_dataset
-    from atomlib.training.train import resolve_config, run as train_run
-
     iters = max_iters or smoke(300, 60)
     print(f"no run under outputs/runs/ yet: training a small '{config}' run ({iters} steps) first")
     cfg = resolve_config(config, {"max_iters": iters})  # shrinks warmup and eval interval to fit
     ensure_dataset(cfg.dataset)
     return train_run(cfg)
+
+
+def config_overrides(overrides: dict | None = None, **params) -> dict:
+    """The config overrides a notebook's parameters ask for: `overrides`, then every named
+    parameter that is not None (None means "the config's own value")."""
+    return {**(overrides or {}), **{k: v for k, v in params.items() if v is not None}}
+
+
+def in_project(path: str | Path | None) -> Path | None:
+    """A path the parameters give relative to the repository, wherever the notebook runs from
+    (papermill may run it elsewhere); None stays None."""
+    return None if path is None else project_root() / path

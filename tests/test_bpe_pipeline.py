@@ -61,7 +61,7 @@ def test_evaluation_reports_bits_per_character_in_characters(bpe_run):
 
 
 def test_completion_filters_and_chat(bpe_run):
-    from atomlib.apps.chat import ChatSession
+    from atomlib.apps.session import ChatSession
     from atomlib.generation.completion import complete_line, default_params
     from atomlib.generation.filters import apply_filters
 

@@ -21,7 +21,12 @@ from atomlib.model import checkpoint as ckpt
 from atomlib.cli import main as cli_main
 from atomlib.config import ConfigError, load_config
 from atomlib.errors import AtomError
-from atomlib.training.train import get_lr, launch, local_accumulation, read_metrics, run, summary
+from atomlib.training.batches import rank_offsets
+from atomlib.training.dist import Dist, local_accumulation
+from atomlib.training.launch import launch
+from atomlib.training.optim import get_lr
+from atomlib.training.runs import format_summary, read_metrics, run_folder_lock, summary
+from atomlib.training.train import due, evaluate, prepare, run, train_step
 from conftest import atom_cmd
 
 TINY = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 4, "dropout": 0.0,
@@ -73,6 +78,40 @@ def test_accumulation_is_divided_among_ranks():
     assert local_accumulation(8, 8) == 1
     with pytest.raises(ConfigError, match=r"'gradient_accumulation_steps' = 3 must be divisible by .* \(2\)"):
         local_accumulation(3, 2)
+
+
+def test_each_rank_draws_its_slice_of_one_global_batch():
+    cfg = load_config("test", ["gradient_accumulation_steps=4", "batch_size=3", "block_size=8"])
+    whole = rank_offsets(torch.Generator().manual_seed(5), 1000, cfg, Dist())
+    slices = [rank_offsets(torch.Generator().manual_seed(5), 1000, cfg, Dist(rank=r, world_size=2)) for r in (0, 1)]
+    assert whole.shape == (4, 3) and slices[0].shape == (2, 3)
+    assert torch.equal(torch.cat(slices), whole)  # the same global batch, whatever the number of ranks
+
+
+def test_steps_are_logged_and_evaluated_on_their_intervals_and_at_the_end():
+    cfg = load_config("test", ["max_iters=12", "log_interval=5", "eval_interval=6", "warmup_iters=1"])
+    assert [s for s in range(1, 13) if due(s, cfg)[0]] == [5, 6, 10, 12]
+    assert [s for s in range(1, 13) if due(s, cfg)[1]] == [6, 12]
+
+
+def test_a_train_step_advances_the_state_and_lowers_the_loss(tiny_dataset, tmp_path):
+    cfg = tiny_cfg(tiny_dataset, max_iters=20, learning_rate=3e-3, gradient_accumulation_steps=2)
+    setup, state, saved = prepare(cfg, tmp_path / "run", False, False, Dist(), torch.device("cpu"), 2)
+    assert saved is None and state.step == 0 and not (tmp_path / "run").exists()  # nothing written yet
+    before = evaluate(state, setup)["train"]
+    for _ in range(20):
+        lr, loss, grad_norm = train_step(state, setup)
+        assert lr == get_lr(state.step - 1, cfg) and math.isfinite(loss.item()) and grad_norm is not None
+    assert state.step == 20 and state.tokens == 20 * setup.tokens_per_step == 20 * 2 * 4 * 32
+    assert evaluate(state, setup)["train"] < before
+
+
+def test_a_summary_reads_as_a_table_row():
+    s = {"run": "r", "params": 1_234_567, "steps": 12, "processes": 2, "device": "cpu float32",
+         "tokens_per_s": 12345.6, "mfu": 0.0123, "best_val_loss": 2.345678, "final_train_loss": None, "elapsed_s": 61.7}
+    assert format_summary(s) == {"run": "r", "parameters": "1.23M", "steps": 12, "processes": 2,
+                                 "device": "cpu float32", "tokens/s": "12,346", "MFU": "1.2%",
+                                 "best val loss": 2.3457, "final train loss": "n/a", "wall-clock (s)": 62}
 
 
 def test_launch_refuses_indivisible_accumulation_before_spawning(tiny_dataset, tmp_path):
@@ -424,7 +463,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_with_a_warni
 def test_a_second_training_into_a_locked_folder_stops_with_a_message(tiny_dataset, tmp_path):
     folder = tmp_path / "run"
     cfg = load_config("test", tiny_args(tiny_dataset, max_iters=2))
-    with ckpt.run_folder_lock(folder):  # another training holds the folder
+    with run_folder_lock(folder):  # another training holds the folder
         with pytest.raises(AtomError, match=rf"{folder} is being written by another training \(pid {os.getpid()}\)"):
             run(cfg, folder, progress=False)
     assert not (folder / "state.json").exists()

@@ -13,32 +13,28 @@ hard-linked into `.prev/`, so if the process dies between renames the folder sti
 one consistent checkpoint: either the new top-level one or the previous one in `.prev/`.
 The loader checks that the three files carry the same step and falls back to `.prev/`, saying
 so on stderr. state.json is checked key by key before anything is built from it, so a wrong
-type is one line naming the key. A training holds `.lock` in its folder (run_folder_lock), so a
-second training into the same folder stops with a message instead of interleaving saves.
+type is one line naming the key. (Only one training writes a folder at a time: it holds the
+folder's `.lock`, see training/runs.py.)
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import json
 import os
 import secrets
-import shutil
 import sys
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from atomlib.data.tokenizer import load_tokenizer
+from atomlib.device import pick_device
 from atomlib.errors import AtomError
-
-try:
-    import fcntl  # POSIX: the run-folder lock; elsewhere trainings are not locked
-except ImportError:  # pragma: no cover
-    fcntl = None
+from atomlib.model.gpt import GPT, GPTConfig
 
 FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
 
@@ -85,8 +81,6 @@ def _top_level_consistent(folder: Path) -> bool:
     """True when folder's state.json and tensor files all carry the same step (headers only)."""
     try:
         step = str(json.loads((folder / "state.json").read_text(encoding="utf-8"))["step"])
-        from safetensors import safe_open
-
         for name in ("model.safetensors", "optimizer.safetensors"):
             if (folder / name).exists():
                 with safe_open(str(folder / name), framework="pt") as f:
@@ -108,38 +102,6 @@ def _write_tmp(final: Path, write) -> Path:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     return tmp
-
-
-@contextlib.contextmanager
-def run_folder_lock(folder):
-    """Held by the training that writes `folder`: a second training into it stops with a message
-    naming the holder, instead of two processes interleaving their saves."""
-    folder = Path(folder)
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    f = open(folder / ".lock", "a+", encoding="utf-8")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise AtomError(f"{folder} is being written by another training ({holder}); wait for it to finish "
-                        "or train into another folder (--out).") from None
-    try:
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}")
-        f.flush()
-        yield
-    finally:
-        fcntl.flock(f, fcntl.LOCK_UN)
-        f.close()
-        if created and [p.name for p in folder.iterdir()] == [".lock"]:  # failed before writing: leave nothing
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -267,8 +229,6 @@ def _json_type_ok(value, kind) -> bool:
 def check_state(state, path) -> None:
     """Raise AtomError naming the first key of a run's state.json that is missing or of the wrong
     type, the model's shape and switches included, so nothing is built from a bad file."""
-    from atomlib.model.gpt import GPTConfig
-
     def bad(what: str):
         raise AtomError(f"{path}: {what}; the checkpoint is damaged: delete the run or resume from another.")
 
@@ -297,8 +257,6 @@ def _read_tensors(path: Path, step: str) -> dict:
     if not path.is_file():
         raise AtomError(f"{path} is missing; the checkpoint is incomplete.")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
@@ -336,10 +294,6 @@ def restore_optimizer(optimizer, tensors: dict, meta: dict) -> None:
 def load_run(run_dir, which: str = "best", device: str = "auto"):
     """(model in eval mode, tokenizer, state) of a trained run: its best-val checkpoint when it
     has one (which="best"), else the latest."""
-    from atomlib.device import pick_device
-    from atomlib.model.gpt import GPT, GPTConfig
-    from atomlib.data.tokenizer import load_tokenizer
-
     run_dir = Path(run_dir)
     folder = run_dir / "best" if which == "best" and (run_dir / "best" / "state.json").is_file() else run_dir
     state, tensors, _ = load_checkpoint(folder)

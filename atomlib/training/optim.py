@@ -7,14 +7,14 @@
                        embeddings at embedding_lr, an untied head at head_lr and the gains and
                        biases at learning_rate, all in AdamW (as modded-nanogpt and nanochat do)
 
-Every group keeps its "kind", and the trainer's schedule scales each kind's own peak rate by
-the same warmup/cosine factor (`set_lr`). The two optimizers of the muon setting act as one
-(`MuonAdamW`): one step, one zero_grad, one state dict in torch's format, so checkpoints,
-exact resume and the grad scaler treat both settings alike.
+Every group keeps its "kind", and the schedule (`get_lr`: linear warmup, cosine decay) scales
+each kind's own peak rate by the same factor (`set_lr`). The two optimizers of the muon setting
+act as one (`MuonAdamW`): one step, one zero_grad, one state dict in torch's format, so
+checkpoints, exact resume and the grad scaler treat both settings alike.
 
 Muon is torch.optim.Muon's algorithm and state, with its Newton-Schulz iteration batched over
 the matrices of one shape (`Muon`). The iteration runs in bf16, as torch's does, except on CPUs
-without native bf16 (AVX2 only), which emulate it 100x slower than float32: there it runs in
+without native bf16 (AVX2 only), which emulate it far slower than float32: there it runs in
 float32 (`float32_ns`), so `optimizer: muon` costs those machines little more than AdamW does.
 """
 
@@ -64,6 +64,18 @@ def peak_lr(cfg, kind: str) -> float:
     if kind == "head" and cfg.head_lr is not None:
         return cfg.head_lr
     return cfg.learning_rate
+
+
+def get_lr(step: int, cfg) -> float:
+    """Learning rate of optimizer step `step` (0-based): linear warmup, cosine decay to min_lr, then flat."""
+    decay_iters = cfg.max_iters if cfg.lr_decay_iters is None else cfg.lr_decay_iters
+    if step < cfg.warmup_iters:
+        return cfg.learning_rate * (step + 1) / (cfg.warmup_iters + 1)
+    if step >= decay_iters:
+        return cfg.min_lr
+    ratio = (step - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
+    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
 
 
 def set_lr(optimizer, cfg, factor: float) -> None:

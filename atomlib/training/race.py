@@ -4,7 +4,7 @@ loss against wall clock; optionally beside nanoGPT's CPU recipe run from a folde
     atom race cpu cpu:optimizer=adamw --dataset shakespeare-char --nanogpt ../shared/anchors/nanogpt
 
 A contestant is CONFIG or CONFIG:key=value,key=value (any `--set` override). Each trains in a
-fresh process (`python -m atomlib.training.train`), so none inherits another's memory or threads, and
+fresh process (`python -m atomlib.training.launch`), so none inherits another's memory or threads, and
 its clock starts when that process is launched: imports, data loading and every evaluation
 count, as they do for a person waiting. An evaluation line ("step N: train loss X, val loss Y")
 is a point of the curve, stamped when it is printed. After a run the race measures its final
@@ -33,8 +33,19 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import torch
+from matplotlib.figure import Figure
+
+from atomlib.config import check_overrides, parse_overrides
+from atomlib.data.prepare import load_meta, load_tokens
+from atomlib.data.setup import ensure_dataset
+from atomlib.device import cpu_model_name, cpu_report
 from atomlib.errors import AtomError
+from atomlib.evaluation.loss import run_dataset, val_loss
+from atomlib.evaluation.samples import sample_known_words
+from atomlib.model.checkpoint import load_run
 from atomlib.paths import outputs_dir
+from atomlib.training.launch import WORKER, resolve_config
 
 EVAL_LINE = re.compile(r"^step (\d+): train loss ([\d.]+), val loss ([\d.]+)")
 NANOGPT_FILES = ("model.py", "train.py", "configurator.py")
@@ -63,8 +74,6 @@ class Result:
 
 def parse_spec(spec: str) -> tuple[str, dict]:
     """'cpu:optimizer=muon,matrix_lr=0.03' -> ('cpu', {'optimizer': 'muon', 'matrix_lr': 0.03})."""
-    from atomlib.config import check_overrides, parse_overrides
-
     name, _, rest = spec.partition(":")
     if not name:
         raise AtomError(f"contestant {spec!r} names no config; write CONFIG or CONFIG:key=value,key=value.")
@@ -79,10 +88,6 @@ def race(specs: list[str], dataset: str | None = None, nanogpt: str | Path | Non
     """Train every contestant (and nanoGPT's recipe, changed by nanogpt_set "key=value" items),
     measure them, write race.json and race.png into out_dir; return the summary. max_iters sets
     every contestant's steps (where its spec does not)."""
-    from atomlib.data.setup import ensure_dataset
-    from atomlib.data.prepare import load_meta
-    from atomlib.training.train import resolve_config
-
     if not specs and nanogpt is None:
         raise AtomError("atom race needs at least one contestant (a config name) or --nanogpt DIR.")
     parsed = [(spec, *parse_spec(spec)) for spec in specs]
@@ -159,7 +164,7 @@ def run_atom(spec: str, config: str, sets: dict, run_dir: Path, progress: bool =
     """One ATOM-GPT training in its own process, into run_dir."""
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    cmd = [sys.executable, "-m", "atomlib.training.train", "--config", config, "--out", str(run_dir), "--no-progress"]
+    cmd = [sys.executable, "-m", WORKER, "--config", config, "--out", str(run_dir), "--no-progress"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
     points, seconds = _stream(cmd, None, run_dir.with_suffix(".log"), spec, progress)
@@ -168,10 +173,6 @@ def run_atom(spec: str, config: str, sets: dict, run_dir: Path, progress: bool =
 
 def measure_final(res: Result, samples: bool = True, progress: bool = True) -> None:
     """The final checkpoint on the whole val split, and the known-word rate of its samples."""
-    from atomlib.model.checkpoint import load_run
-    from atomlib.evaluation.evaluate import run_dataset, sample_known_words, val_loss
-    from atomlib.data.prepare import load_tokens
-
     model, tok, state = load_run(res.run_dir, which="latest")
     lm = val_loss(model, load_tokens(run_dataset(state), "val"), progress=progress)
     res.final_val_loss = lm["loss"]
@@ -197,8 +198,6 @@ def _nanogpt_config(folder: Path) -> Path | None:
 def run_nanogpt(src: Path, data: Path, work: Path, changes=(), progress: bool = True) -> Result:
     """nanoGPT's CPU recipe (with `changes`, "key=value" items) on this dataset, in a scratch copy of
     its files (measurement only)."""
-    from atomlib.data.prepare import load_meta
-
     meta = load_meta(data)
     if meta.get("tokenizer") != "char" or meta.get("dtype") != "uint16":
         raise AtomError(f"nanoGPT reads uint16 token files of a char dataset; {data} is {meta.get('tokenizer')} "
@@ -261,15 +260,12 @@ def format_table(summary: dict) -> str:
 
 
 def plot(summary: dict, path: Path, ax=None):
-    """Val bits per character against wall clock, one line per contestant (the target dashed)."""
-    import matplotlib
-    if ax is None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    """Val bits per character against wall clock, one line per contestant (the target dashed),
+    on `ax`, or on a figure of its own written to path (no pyplot: no backend to choose)."""
     own = ax is None
     if own:
-        fig, ax = plt.subplots(figsize=(8, 4.5))
+        fig = Figure(figsize=(8, 4.5))
+        ax = fig.subplots()
     for r in summary["results"]:
         xs = [p["seconds"] for p in r["points"]]
         ys = [p["val_bpc"] for p in r["points"]]
@@ -284,15 +280,10 @@ def plot(summary: dict, path: Path, ax=None):
     if own:
         fig.tight_layout()
         fig.savefig(path, dpi=110)
-        plt.close(fig)
     return ax
 
 
 def _machine() -> dict:
-    import torch
-
-    from atomlib.device import cpu_model_name, cpu_report
-
     rep = cpu_report()
     return {"cpu": cpu_model_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "bf16_units": rep["bf16_units"], "bf16_fast": rep["bf16_fast"],
