@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from atomlib.generation import adaptive
-from atomlib.generation.adaptive import KINDS, PRESETS, Preset, classify_prompt, extract_topic, frame_prompt, params_for
+from atomlib.generation.adaptive import KINDS, classify_prompt, extract_topic
+from atomlib.generation.presets import PRESETS, Preset, frame_prompt, framing_rows, params_for
 from atomlib.errors import AtomError
 from atomlib.generation.sampling import SamplingParams
 
@@ -139,3 +140,17 @@ def test_frame_prompt_follows_the_preset():
     assert frame_prompt("Write a poem", "creative") == ""  # no topic: the model starts a song from nothing
     custom = {**PRESETS, "thematic": dataclasses.replace(PRESETS["thematic"], framing="~ {text} ~\n")}
     assert frame_prompt("fire", "thematic", presets=custom) == "~ fire ~\n"
+
+
+def test_framing_rows_show_kind_and_framed_text():
+    assert framing_rows(["Write a poem about ravens", "steel and thunder"]) == [
+        {"prompt": "Write a poem about ravens", "kind": "creative", "framed for the model": repr("Ravens\n\n")},
+        {"prompt": "steel and thunder", "kind": "thematic", "framed for the model": repr("Steel and thunder\n")}]
+
+
+def test_classifier_scores_compare_label_and_prediction():
+    rows = adaptive.classifier_scores([{"prompt": "Why do ravens croak?", "kind": "question"},
+                                       {"prompt": "steel and thunder", "kind": "question"}])
+    assert rows == [{"prompt": "Why do ravens croak?", "kind": "question", "predicted": "question", "correct": True},
+                    {"prompt": "steel and thunder", "kind": "question", "predicted": "thematic", "correct": False}]
+    assert [r["prompt"] for r in adaptive.classifier_scores()] == [r["prompt"] for r in adaptive.labelled_prompts()]

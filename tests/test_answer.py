@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from atomlib.errors import AtomError
-from atomlib.generation.adaptive import classify_prompt, frame_prompt, params_for
+from atomlib.generation.adaptive import classify_prompt
+from atomlib.generation.presets import frame_prompt, params_for
 from atomlib.generation.answer import Settings, answer, fit_prompt, unknown_chars
 from atomlib.generation.filters import apply_filters
-from atomlib.generation.sampling import generate
+from atomlib.generation.engine import generate
 
 
 def test_chat_answer_is_the_preset_sample_filtered(loaded):
@@ -68,7 +69,7 @@ def test_streaming_sends_each_sample_and_stop_ends_it(loaded):
     pieces: dict[int, str] = {}
     ans = answer(model, tok, "steel and thunder", Settings(seed=4, n=2, max_new_tokens=20),
                  on_token=lambda i, p: pieces.__setitem__(i, pieces.get(i, "") + p))
-    lead = ans.framed if not ans.framed.endswith("\n") else ""
+    lead = ans.lead
     assert [pieces[i] for i in range(2)] == [lead + c.raw for c in ans.choices]
     stopped = answer(model, tok, "steel and thunder", Settings(seed=4, max_new_tokens=200), should_stop=lambda: True)
     assert stopped.stopped and "stopped" in stopped.notes and stopped.choices[0].tokens <= 1

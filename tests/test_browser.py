@@ -1,11 +1,21 @@
 """06_chat in a real browser: JupyterLab + headless Chromium (Playwright), end to end.
 
 Starts JupyterLab on 127.0.0.1 with a token over a temporary project (ATOM_HOME) that holds
-the notebook and the tiny test run under outputs/runs/, runs all cells from the Run menu,
-types a prompt into the widget, clicks Send, waits for the streamed answer in the transcript
-and saves a screenshot to outputs/browser/06_chat.png of the test session's project (ATOM_HOME,
-printed at the end of `make test`). Skips (with the reason) when Debian's
-chromium or the playwright package is missing; it never downloads a browser.
+the notebook and the tiny test run under outputs/runs/, runs all cells from the Run menu, then
+uses the app as a person would and checks that it behaves like a chat app:
+
+* Enter sends, Shift+Enter adds a line (and runs no notebook cell), Send streams an answer;
+* clicking elsewhere never sends a half-typed draft;
+* text typed while an answer runs stays in the box, and Stop ends the answer;
+* after a typed command (/tokens 160) or re-ticking "adaptive presets" the sliders show the
+  values in use;
+* a 20,000-character prompt is folded, not echoed as a wall of text;
+* at 1280 px nothing scrolls sideways, and a long LM Studio status does not squeeze a button;
+* /help lists only what works in the notebook; Regenerate replaces the last answer.
+
+It saves a screenshot to outputs/browser/06_chat.png of the test session's project (ATOM_HOME,
+printed at the end of `make test`). Skips (with the reason) when Debian's chromium or the
+playwright package is missing; it never downloads a browser.
 """
 
 from __future__ import annotations
@@ -22,11 +32,13 @@ from pathlib import Path
 
 import pytest
 
+from atomlib.apps.session import ChatSession
 from atomlib.paths import outputs_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("ATOM_CHROMIUM", "/usr/bin/chromium"))  # Debian's by default
 PROMPT = "fire and steel"
+LONG_PROMPT = ("the night is burning\n" * 1200)[:20_000]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -89,65 +101,242 @@ def lab(tiny_run, tmp_path):
         log.close()
 
 
-def test_chat_notebook_in_chromium(lab):
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
+# --- what the page shows -----------------------------------------------------------------------------
+
+BOX = "textarea.atom-prompt"
+
+
+def _past(page) -> str:
+    return page.locator(".atom-chat .atom-past").inner_text()
+
+
+def _button(page, name: str):
+    return page.locator(".atom-app button", has_text=name).first
+
+
+def _readout(page, label: str) -> str:
+    slider = page.locator(".atom-app .widget-slider", has=page.get_by_text(label, exact=True))
+    return slider.locator(".widget-readout").first.inner_text().strip()
+
+
+def _settled(page, timeout: float = 90_000) -> None:
+    """Wait until no answer runs: Stop is disabled and no cursor block is left."""
+    page.wait_for_function(
+        "() => { const b = [...document.querySelectorAll('.atom-app button')].find(x => x.innerText.includes('Stop'));"
+        " const t = document.querySelector('.atom-chat');"
+        " return b && b.disabled && t && !t.innerText.includes('\\u2588'); }",
+        timeout=timeout)
+
+
+def _answered(page, prompt: str, timeout: float = 90_000) -> None:
+    page.wait_for_function("(p) => document.querySelector('.atom-chat .atom-past').innerText.includes('you>' + p)",
+                           arg=prompt, timeout=timeout)
+    _settled(page, timeout)
+
+
+def _type(page, text: str, enter: bool = True) -> None:
+    """Type into the prompt box (a long text is pasted), then press Enter."""
+    box = page.locator(BOX)
+    box.click()
+    if len(text) > 200:
+        box.fill(text)
+    else:
+        page.keyboard.type(text)
+    if enter:
+        page.keyboard.press("Enter")
+
+
+def _command(page, line: str) -> None:
+    n = page.locator(".atom-past .msg.cmd, .atom-past .msg.err").count()
+    _type(page, line)
+    page.wait_for_function("(n) => document.querySelectorAll('.atom-past .msg.cmd, .atom-past .msg.err').length > n",
+                           arg=n, timeout=30_000)
+
+
+# --- the checks, in the order a person would meet them ------------------------------------------------
+
+def _open_notebook(page, base: str, token: str) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout  # lazy: optional, skipped without it
+
+    page.goto(f"{base}/lab/tree/notebooks/06_chat.ipynb?token={token}")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
+    # JupyterLab may ask which kernel to start: take the default (the server's Python 3)
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    try:
+        dialog.wait_for(state="visible", timeout=5_000)
+        dialog.locator("button", has_text="Select").click()
+    except PlaywrightTimeout:
+        pass
+    # wait until the kernel is up before running everything
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    page.locator(BOX).wait_for(state="visible", timeout=60_000)
+    # the scripted exchange of the notebook shows up in the app's transcript too
+    page.wait_for_function(
+        "() => { const t = document.querySelector('.atom-chat .atom-past');"
+        " return t && t.innerText.includes('Deep into that darkness peering'); }", timeout=90_000)
+    toast = page.locator(".jp-Notification-Toast-Close, .Toastify__close-button")
+    if toast.count():
+        toast.first.click()
+
+
+def check_send_streams_an_answer(page) -> None:
+    page.locator(BOX).fill(PROMPT)
+    _button(page, "Send").click()
+    # the answer has streamed in when the prompt is in the finished turns and Stop is disabled again
+    _answered(page, PROMPT)
+    text = _past(page)
+    assert "atom>" in text[text.rindex("you>" + PROMPT):]
+    assert page.locator(BOX).input_value() == ""
+
+
+def check_enter_and_shift_enter(page) -> None:
+    cells = page.locator(".jp-Notebook .jp-Cell").count()
+    _type(page, "fire and steel", enter=False)
+    page.keyboard.press("Shift+Enter")  # a new line in the box, not "run this cell"
+    page.keyboard.type("and ice")
+    assert page.locator(BOX).input_value() == "fire and steel\nand ice"
+    assert page.locator(".jp-Notebook .jp-Cell").count() == cells
+    page.keyboard.press("Enter")
+    _answered(page, "fire and steel\nand ice")
+    assert page.locator(BOX).input_value() == ""
+    assert page.locator(".jp-Notebook .jp-Cell").count() == cells
+
+
+def check_leaving_the_box_sends_nothing(page) -> None:
+    _type(page, "half typed draft", enter=False)
+    page.locator(".atom-app .widget-html", has_text="ATOM-GPT chat").first.click()  # the app's title line
+    page.locator(".atom-chat").click()  # the transcript
+    page.locator(".jp-Notebook .jp-Cell").first.click()  # and the notebook around it
+    page.wait_for_timeout(1500)
+    assert "half typed draft" not in page.locator(".atom-chat").inner_text()
+    assert page.locator(BOX).input_value() == "half typed draft"
+    page.locator(BOX).fill("")
+
+
+def check_sliders_show_the_values_in_use(page, presets: dict) -> None:
+    _command(page, "/tokens 160")
+    assert _readout(page, "max tokens") == "160"
+    _command(page, "/tokens 100")  # a value between the slider's steps is still shown as it is
+    assert _readout(page, "max tokens") == "100"
+    _command(page, "/temp 0.3")
+    assert _readout(page, "temperature") == "0.30"
+    adaptive = page.locator(".atom-app .widget-checkbox input")
+    assert not adaptive.is_checked()
+    adaptive.check()  # re-ticking: every slider shows the preset now in use
+    page.wait_for_function("(v) => [...document.querySelectorAll('.atom-app .widget-slider')].some(s =>"
+                           " s.innerText.includes('max tokens')"
+                           " && s.querySelector('.widget-readout').innerText.trim() == v)",
+                           arg=str(presets["max_new_tokens"]), timeout=30_000)
+    assert _readout(page, "temperature") == f"{presets['temperature']:.2f}"
+    assert _readout(page, "top-p") == f"{presets['top_p']:.2f}"
+    assert _readout(page, "repetition penalty") == f"{presets['repetition_penalty']:.2f}"
+    _command(page, "/settings")
+    assert "fixed by you: none" in _past(page)
+
+
+def check_help_and_long_prompt(page) -> None:
+    _command(page, "/help")
+    shown = page.locator(".atom-past .msg.cmd").last.inner_text()
+    assert "Shift+Enter" in shown and "/temp" in shown
+    assert "Ctrl-D" not in shown and "Ctrl-C" not in shown and "/quit" not in shown
+    _command(page, "/tokens 8")
+    _type(page, LONG_PROMPT)
+    _answered(page, LONG_PROMPT[:40], 120_000)
+    you = page.locator(".atom-past .msg.you", has=page.locator("details.fold")).last
+    assert you.bounding_box()["height"] < 150, you.bounding_box()
+    you.locator("summary").click()  # opened, it shows the whole text
+    assert you.bounding_box()["height"] > 1000
+
+
+def check_typing_during_an_answer_is_kept(page) -> None:
+    _command(page, "/tokens 4096")
+    _type(page, "write a song about the storm")
+    page.wait_for_function("() => [...document.querySelectorAll('.atom-app button')]"
+                           ".some(b => b.innerText.includes('Stop') && !b.disabled)", timeout=30_000)
+    _type(page, "the next prompt")  # Enter while the answer runs: nothing is sent, nothing is lost
+    page.wait_for_timeout(500)
+    assert page.locator(BOX).input_value() == "the next prompt"
+    _button(page, "Stop").click()
+    _settled(page)
+    assert "stopped" in _past(page)
+    assert page.locator(BOX).input_value() == "the next prompt"
+    assert "you>the next prompt" not in _past(page)
+    page.locator(BOX).fill("")
+    _command(page, "/tokens 24")
+
+
+def check_regenerate(page) -> None:
+    before = _past(page).count("you>")
+    last = page.locator(".atom-past .msg.atom").last.inner_text()
+    _button(page, "Regenerate").click()
+    page.wait_for_function("(t) => { const m = [...document.querySelectorAll('.atom-past .msg.atom')];"
+                           " return m.length && m[m.length - 1].innerText !== t; }", arg=last, timeout=60_000)
+    _settled(page)
+    assert _past(page).count("you>") == before
+
+
+def check_layout_at_1280(page, offline_url: str) -> None:
+    url = page.locator(".atom-app input[type='text']").first
+    url.fill(offline_url)
+    url.press("Tab")
+    _button(page, "Check").click()
+    page.wait_for_function("() => document.querySelector('.atom-status').innerText.includes('offline')", timeout=30_000)
+    assert len(page.locator(".atom-status").inner_text()) > 60  # long enough to squeeze a button
+    assert _scrolls_sideways(page, ".atom-app") == []
+    for name in ("Send", "Stop", "Regenerate", "Clear", "Check", "LM Studio"):
+        b = _button(page, name)
+        assert b.inner_text().strip() == name
+        assert b.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), f"the {name} button is cut"
+
+
+def _scrolls_sideways(page, selector: str) -> list[str]:
+    """The elements, from the app's rows up through the output area to the page, wider inside than out."""
+    return page.evaluate(
+        "(sel) => { const app = document.querySelector(sel); const wide = e => e.scrollWidth > e.clientWidth + 1;"
+        " const out = [app, ...app.querySelectorAll('.atom-row')].filter(wide);"  # content cut or scrolled
+        " for (let e = app.parentElement; e; e = e.parentElement)"  # a container that scrolls (or clips) it
+        "   if (wide(e) && (getComputedStyle(e).overflowX !== 'visible' || e === document.scrollingElement))"
+        "     out.push(e);"
+        " return out.map(e => e.tagName + '.' + [...e.classList].join('.')); }", selector)
+
+
+def _free_url() -> str:
+    return f"http://127.0.0.1:{_free_port()}/v1/a-long-path-to-a-server-that-is-not-there"
+
+
+def test_chat_notebook_in_chromium(lab, loaded):
+    from playwright.sync_api import sync_playwright  # lazy: optional, skipped without it
 
     base, token, tmp = lab
+    model, tok, state = loaded
+    presets = ChatSession(model, tok, state).effective()  # what "adaptive presets" uses in chat mode
     shot = outputs_dir() / "browser" / "06_chat.png"  # the test session's project, not the user's
+    shot.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=str(CHROMIUM), headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(60_000)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(f"{base}/lab/tree/notebooks/06_chat.ipynb?token={token}")
-            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
-            # JupyterLab may ask which kernel to start: take the default (the server's Python 3)
-            dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
-            try:
-                dialog.wait_for(state="visible", timeout=5_000)
-                dialog.locator("button", has_text="Select").click()
-            except PlaywrightTimeout:
-                pass
-            # wait until the kernel is up before running everything
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
-            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-
-            box = page.locator(".jupyter-widgets input[placeholder^='Type a prompt']")
-            box.wait_for(state="visible", timeout=60_000)
-            transcript = page.locator(".atom-chat")
-            # the scripted exchange of the notebook shows up in the app's transcript too
-            page.wait_for_function(
-                "() => { const t = document.querySelector('.atom-chat'); "
-                "return t && t.innerText.includes('Deep into that darkness peering'); }", timeout=60_000)
-            box.click()
-            box.fill(PROMPT)
-            page.locator(".jupyter-widgets button", has_text="Send").first.click()
-            # the answer has streamed in when the prompt is in the transcript followed by an answer
-            # and the Stop button is disabled again (the generation thread ended)
-            page.wait_for_function(
-                "(p) => { const t = document.querySelector('.atom-chat'); if (!t) return false;"
-                " const s = t.innerText; const i = s.lastIndexOf('you>' + p);"
-                " return i >= 0 && s.indexOf('atom>', i) > i && !s.includes('\\u2588'); }",
-                arg=PROMPT, timeout=60_000)
-            text = transcript.inner_text()
-            after = text[text.rindex("you>" + PROMPT):]
-            assert "atom>" in after
-            # bring the app into view (dismissing JupyterLab's news toast) and keep the evidence
-            toast = page.locator(".jp-Notification-Toast-Close, .Toastify__close-button")
-            if toast.count():
-                toast.first.click()
-            transcript.evaluate("e => e.scrollIntoView({block: 'start'})")
+            _open_notebook(page, base, token)
+            check_layout_at_1280(page, _free_url())
+            check_send_streams_an_answer(page)
+            check_enter_and_shift_enter(page)
+            check_leaving_the_box_sends_nothing(page)
+            check_sliders_show_the_values_in_use(page, presets)
+            check_help_and_long_prompt(page)
+            check_typing_during_an_answer_is_kept(page)
+            check_regenerate(page)
+            # bring the app into view and keep the evidence
+            page.locator(".atom-chat").evaluate("e => e.scrollIntoView({block: 'start'})")
             page.mouse.wheel(0, -60)  # the app's title line too
-            shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot), full_page=False)
-            page.locator(".jupyter-widgets").first.screenshot(path=str(shot.with_name("06_chat_app.png")))
+            page.locator(".atom-app").first.screenshot(path=str(shot.with_name("06_chat_app.png")))
         except Exception:
-            shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot.with_name("06_chat_failure.png")), full_page=True)
             raise
         finally:

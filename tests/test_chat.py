@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from atomlib.apps.chat import HELP, ChatSession
+from atomlib.apps.commands import help_text
+from atomlib.apps.session import ChatSession
 from lmstudio_stub import StubServer, free_port_url
 
 
@@ -29,7 +30,7 @@ def rewrite_of(body) -> str:
 
 def test_help_lists_every_command(session):
     r = session.send("/help")
-    assert r.kind == "command" and r.text == HELP
+    assert r.kind == "command" and r.text == help_text("terminal")
     for cmd in ("/help", "/quit", "/clear", "/status", "/chat", "/complete", "/temp", "/tokens", "/topp", "/repeat",
                 "/lmstudio", "/lmstudio connect", "/lmstudio instruction", "/enhance", "/settings", "/save"):
         assert cmd in r.text
@@ -51,7 +52,7 @@ def test_settings_commands(session, line, attr, value):
     ("/temp abc", "/temp needs a number from 0.05 to 2.0"),
     ("/temp nan", "/temp needs a number"),
     ("/temp 9", "/temp must be from 0.05 to 2.0"),
-    ("/tokens -5", "/tokens must be from 1 to 20000"),
+    ("/tokens -5", "/tokens must be from 8 to 4096"),
     ("/tokens 1.5", "/tokens needs a whole number"),
     ("/topp 0", "/topp must be from 0.05 to 1.0"),
     ("/repeat 0.5", "/repeat must be from 1.0 to 2.0"),
@@ -77,7 +78,7 @@ def test_modes_status_settings_quit(session):
     st = session.send("/status").text
     for part in ("run: ", "model: ", "mode: chat", "temperature: auto (per prompt kind)", "enhancement: off"):
         assert part in st
-    from atomlib.generation.adaptive import PRESETS
+    from atomlib.generation.presets import PRESETS
 
     session.send("/temp 1.1")
     settings = session.send("/settings").text
@@ -102,11 +103,11 @@ def test_chat_answer_streams_and_is_recorded(session):
 
 
 def test_user_settings_override_the_presets(session):
-    session.send("/tokens 5")
+    session.send("/tokens 8")
     session.send("/temp 0.3")
     r = session.send("what is the night")
-    assert r.meta["params"]["max_new_tokens"] == 5 and r.meta["params"]["temperature"] == 0.3
-    assert r.meta["tokens"] <= 5
+    assert r.meta["params"]["max_new_tokens"] == 8 and r.meta["params"]["temperature"] == 0.3
+    assert r.meta["tokens"] <= 8
 
 
 def test_input_safety(session):
@@ -128,7 +129,7 @@ def test_input_safety(session):
 
 
 def test_stop_from_the_token_callback(session):
-    session.send("/tokens 20000")
+    session.send("/tokens 4096")
     seen = []
 
     def on_token(piece):
@@ -146,7 +147,7 @@ def test_stop_from_the_token_callback(session):
 
 
 def test_stop_from_another_thread(session):
-    session.send("/tokens 20000")
+    session.send("/tokens 4096")
     out = {}
     t = threading.Thread(target=lambda: out.setdefault("r", session.send("write a song about the storm")))
     t.start()

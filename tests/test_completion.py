@@ -88,10 +88,16 @@ def test_default_params_end_at_the_line():
 
 @pytest.mark.parametrize("min_new", [0, 60])
 def test_complete_line_accepts_a_preset(tiny_run, min_new):
-    from atomlib.generation.adaptive import params_for
+    from atomlib.generation.presets import params_for
     from atomlib.model.checkpoint import load_run
 
     model, tok, _ = load_run(tiny_run, device="cpu")
     params = params_for("creative", max_new_tokens=40, min_new_tokens=min_new)
     res = complete_line(model, tok, "Deep into that darkness", n=3, params=params, seed=1)
     assert len(res.candidates) == 3 and all("\n" not in c.text for c in res.candidates)
+
+
+def test_result_rows_are_the_ranked_candidates_with_their_parts():
+    good, bad = score(GOOD), score(" tears tears tears tears tears tears.")
+    rows = CompletionResult(best=good, candidates=[good, bad], prompt=LINE).rows()
+    assert rows == [{"line": c.line, "score": c.score, **c.parts} for c in (good, bad)]

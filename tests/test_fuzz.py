@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from atomlib.generation import adaptive
 
 from atomlib.data import clean
-from atomlib.apps.chat import ChatSession
+from atomlib.apps.session import ChatSession
 from atomlib.config import load_config, parse_overrides
 from atomlib.errors import AtomError
 

@@ -9,10 +9,10 @@ import numpy as np
 import pronouncing
 import pytest
 
-from atomlib.evaluation.metrics import (CharNgramModel, CharTfidf, CopyIndex, ThemeLexicon, bits_per_char, distinct_n,
-                             known_word_rate, light_stem, normalize_space, repeated_line_share,
-                             repeated_ngram_share, rhyme_density, rhyme_pairs, suffix_array, tfidf_cosine, words,
-                             words_rhyme)
+from atomlib.evaluation.char_ngrams import CharNgramModel, CharTfidf, bits_per_char, tfidf_cosine
+from atomlib.evaluation.copying import CopyIndex, normalize_space, suffix_array
+from atomlib.evaluation.metrics import (ThemeLexicon, distinct_n, known_word_rate, light_stem, repeated_line_share,
+                                        repeated_ngram_share, rhyme_density, rhyme_pairs, words, words_rhyme)
 
 
 # --- words, repetition, diversity ------------------------------------------------------------

@@ -10,7 +10,7 @@ import math
 import pytest
 
 from atomlib.errors import AtomError
-from atomlib.training.race import format_table, parse_spec, race, seconds_to
+from atomlib.training.race import figure, format_table, parse_spec, race, race_or_skip, seconds_to
 from conftest import ROOT
 
 NANOGPT = ROOT.parent / "shared" / "anchors" / "nanogpt"
@@ -86,3 +86,9 @@ def test_race_errors_are_one_sentence(tiny_dataset, tmp_path, capsys):
     assert len(err) == 1 and "lacks model.py" in err[0]
     assert main(["race", "--out", str(tmp_path / "o")]) == 2
     assert "at least one contestant" in capsys.readouterr().err
+
+
+def test_a_race_switched_off_by_its_parameters_is_none_and_says_so():
+    assert race_or_skip([], nanogpt=None) is None
+    assert figure(None) is None
+    assert format_table(None).startswith("No race was run")

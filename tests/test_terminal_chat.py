@@ -50,7 +50,7 @@ def test_interactive_session(tiny_run, chat_env, tmp_path):
     child.sendline("/temp abc")
     child.expect_exact("/temp needs a number from 0.05 to 2.0")
     child.sendline("/tokens -5")
-    child.expect_exact("/tokens must be from 1 to 20000")
+    child.expect_exact("/tokens must be from 8 to 4096")
     child.sendline("/frobnicate")
     child.expect_exact("Unknown command /frobnicate; type /help for the list.")
     child.expect_exact("[chat] > ")
@@ -64,8 +64,8 @@ def test_interactive_session(tiny_run, chat_env, tmp_path):
     child.expect_exact("[chat] > ")
 
     # Ctrl-C during a long generation stops it and returns to the prompt
-    child.sendline("/tokens 20000")
-    child.expect_exact("max tokens set to 20000.")
+    child.sendline("/tokens 4096")
+    child.expect_exact("max tokens set to 4096.")
     child.expect_exact("[chat] > ")
     child.sendline("/complete")
     child.expect_exact("[completion] > ")

@@ -1,46 +1,75 @@
-"""The notebook chat: an ipywidgets front end over the same ChatSession as `atom chat`.
+"""The notebook chat: an ipywidgets view over the same ChatSession as `atom chat`.
 
     app = build_chat_app(run, lmstudio_url)   # one call; the app is a widget, display it or leave it last
 
-A transcript (HTML), a text box (Enter sends) with Send, chat/completion toggle, temperature
-and max-token sliders (with "adaptive" = each prompt kind's preset), LM Studio on/off with a
-URL field and a status light, Stop and Clear. Answers are generated in a background thread and
-stream into the transcript; Stop sets the session's stop flag. Slash commands typed in the box
-work as in the terminal (/temp 0.5, /save chat.md, ...).
+It behaves like LM Studio's or a Gradio chat. The text box (atomlib.apps.promptbox) sends on
+Enter, adds a line on Shift+Enter and never sends when it loses focus; text typed while an
+answer runs stays in the box. Answers are generated in a background thread and stream into the
+transcript (atomlib.apps.transcript_html), where long prompts are folded; Stop ends one,
+Regenerate asks again for the last prompt, Clear forgets the transcript.
+
+The controls are drawn from the session, never kept beside it: one slider for each command of
+the table that sets a value (bounds from the same table as the typed /command), and after any
+change, clicked or typed (`/tokens 160`), a session listener redraws every control from
+`session.settings` and `session.effective()`, so they always show the values in use.
 """
 
 from __future__ import annotations
 
-import html
 import threading
 import time
 
 import ipywidgets as W
 
-from atomlib.apps.chat import ChatSession
+from atomlib.apps.commands import COMMANDS, find
+from atomlib.apps.promptbox import PromptBox
+from atomlib.apps.session import ChatSession, ChatSettings
+from atomlib.apps.transcript_html import CSS, Live, LogEntry, esc, live_html, past_html, plain_text
 from atomlib.paths import resolve_run
 
-CSS = """
+# Rows wrap instead of scrolling sideways, and a long status is cut with an ellipsis, not the buttons.
+APP_CSS = """
 <style>
-.atom-chat {background:#111; color:#ddd; font-family: ui-monospace, Menlo, Consolas, monospace; font-size:13px;
-  border:1px solid #333; border-radius:6px; padding:8px; height:360px; overflow-y:auto; line-height:1.45;
-  display:flex; flex-direction:column-reverse;}
-.atom-chat .msg {margin:4px 0; white-space:pre-wrap; word-break:break-word;}
-.atom-chat .you {color:#9cf;}
-.atom-chat .atom {color:#eee;}
-.atom-chat .raw {color:#888;}
-.atom-chat .enh {color:#fc6;}
-.atom-chat .cmd {color:#aaa; font-style:italic;}
-.atom-chat .err {color:#f96;}
-.atom-chat .note {color:#777; font-size:11px;}
-.atom-chat .who {font-weight:bold; margin-right:6px;}
-.atom-chat .hint {color:#666;}
+.atom-app {width:100%; max-width:100%; box-sizing:border-box; overflow-x:hidden;}
+.atom-app .atom-row {display:flex; flex-flow:row wrap; align-items:center; gap:4px 8px; width:100%;
+  max-width:100%; min-width:0; box-sizing:border-box;}
+.atom-app .atom-row > * {min-width:0;}
+.atom-app .atom-row > .widget-button, .atom-app .atom-row > .widget-toggle-button {flex:0 0 auto;
+  width:auto; min-width:max-content; margin:0;}
+.atom-app .atom-status {flex:1 1 160px; min-width:0; overflow:hidden;}
+.atom-app .atom-status .widget-html-content {white-space:nowrap; overflow:hidden; text-overflow:ellipsis;}
+.atom-app .atom-auto .widget-readout {color:#888; font-style:italic;}
+.atom-app .atom-note .widget-html-content {color:#888; white-space:normal; line-height:1.3;}
 </style>
 """
+MODE_COMMANDS = {"chat": "/chat", "completion": "/complete"}  # what each mode button types
 
 
-def _esc(text: str) -> str:
-    return html.escape(text or "")
+def grey(text: str, color: str = "#888") -> str:
+    return f"<span style='color:{color}'>{esc(text)}</span>"
+
+
+def setting_sliders(commands=COMMANDS) -> dict[str, W.ValueWidget]:
+    """One slider per widget command that sets a value, keyed by the ChatSettings field it sets;
+    bounds and step are the command's own, so a slider accepts exactly what the typed command does."""
+    out = {}
+    for cmd in commands:
+        if cmd.setting is None or "widget" not in cmd.surfaces:
+            continue
+        kind = W.IntSlider if cmd.whole else W.FloatSlider
+        slider = kind(min=cmd.lo, max=cmd.hi, step=cmd.step, value=cmd.lo, continuous_update=False,
+                      description=cmd.label, tooltip=f"{cmd.usage}: {cmd.help}",
+                      style={"description_width": "150px"}, layout=W.Layout(flex="0 1 360px", width="auto"))
+        if not cmd.whole:
+            slider.readout_format = ".2f"
+        out[cmd.setting] = slider
+    return out
+
+
+def _row(children) -> W.Box:
+    box = W.Box(list(children))
+    box.add_class("atom-row")
+    return box
 
 
 class ChatApp(W.VBox):
@@ -48,90 +77,114 @@ class ChatApp(W.VBox):
 
     def __init__(self, session: ChatSession, lmstudio_url: str | None = None, **kw):
         self.session = session
+        session.surface = "widget"  # what is typed here is typed in a notebook: /help and /quit follow
         if lmstudio_url:
             session.enhancer.set_url(lmstudio_url)
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
-        self._pending: dict | None = None  # the exchange being generated
-        self._log: list[dict] = []  # command results shown between exchanges
+        self._live: Live | None = None  # the exchange being generated
+        self._log: list[LogEntry] = []  # command results shown between exchanges
+        self._cut: int | None = None  # while regenerating: the turns shown (the replaced exchange is not)
         self._last_render = 0.0
+        self._syncing = False  # the controls are being set from the session: do not echo back
+        self._holding = False  # several settings change at once: redraw the controls once, after
+        self._controls()
+        self._wire()
+        super().__init__(self._layout(), **kw)
+        self.add_class("atom-app")
+        session.listeners.append(self.refresh_controls)
+        self.refresh_controls()
+        self.render()
 
-        self.transcript = W.HTML(layout=W.Layout(width="100%"))
-        self.input = W.Text(placeholder="Type a prompt or /help, then Enter", continuous_update=False,
-                            layout=W.Layout(flex="1 1 auto", width="auto"))
-        self.send_button = W.Button(description="Send", button_style="danger", icon="paper-plane",
-                                    layout=W.Layout(width="90px"))
-        self.stop_button = W.Button(description="Stop", icon="stop", disabled=True, layout=W.Layout(width="80px"))
-        self.clear_button = W.Button(description="Clear", icon="trash", layout=W.Layout(width="80px"))
-        self.mode = W.ToggleButtons(options=[("chat", "chat"), ("completion", "completion")], value=session.mode,
-                                    tooltips=["adaptive answer, filtered", "best-of-N completion of a line"],
-                                    style={"button_width": "100px"})
-        self.adaptive = W.Checkbox(value=session.settings.temperature is None, description="adaptive presets",
-                                   indent=False, layout=W.Layout(width="140px"))
-        self.temperature = W.FloatSlider(value=session.settings.temperature or 0.8, min=0.05, max=2.0, step=0.05,
-                                         description="temperature", continuous_update=False, readout_format=".2f",
-                                         style={"description_width": "90px"})
-        self.max_tokens = W.IntSlider(value=session.settings.max_new_tokens or 120, min=8, max=1000, step=8,
-                                      description="max tokens", continuous_update=False,
-                                      style={"description_width": "90px"})
-        self.lmstudio = W.ToggleButton(value=session.enhance_on, description="LM Studio", icon="magic",
+    def _controls(self) -> None:
+        """The widgets; their values are drawn from the session by refresh_controls."""
+        self.past, self.live = W.HTML(), W.HTML()  # the finished turns; the answer being written
+        self.past.add_class("atom-past")
+        self.live.add_class("atom-live")
+        self.transcript = W.Box([self.past, self.live])  # drawn bottom-up, so it stays scrolled to the end
+        self.transcript.add_class("atom-chat")
+        self.input = PromptBox(placeholder="Type a prompt or /help. Enter sends, Shift+Enter adds a line.",
+                               layout=W.Layout(flex="1 1 320px"))
+        self.send_button = W.Button(description="Send", button_style="danger", icon="paper-plane")
+        self.stop_button = W.Button(description="Stop", icon="stop", disabled=True)
+        self.regen_button = W.Button(description="Regenerate", icon="redo", disabled=True,
+                                     tooltip="a new answer to the last prompt")
+        self.clear_button = W.Button(description="Clear", icon="trash")
+        self.mode = W.ToggleButtons(options=list(MODE_COMMANDS), style={"button_width": "100px"},
+                                    tooltips=["adaptive answer, filtered", "best-of-N completion of a line"])
+        self.adaptive = W.Checkbox(description="adaptive presets", indent=False, layout=W.Layout(width="auto"))
+        self.in_use = W.HTML(layout=W.Layout(flex="1 1 200px"))
+        self.in_use.add_class("atom-note")
+        self.sliders = setting_sliders()
+        self._auto = [n for n in self.sliders if getattr(ChatSettings(), n) is None]  # the presets decide these
+        self.lmstudio = W.ToggleButton(description="LM Studio", icon="magic",
                                        tooltip="rewrite answers through a local OpenAI-compatible server")
-        self.url = W.Text(value=lmstudio_url or session.enhancer.url_override or "",
-                          placeholder=" or ".join(session.enhancer.urls), continuous_update=False,
-                          layout=W.Layout(width="260px"))
-        self.check_button = W.Button(description="Check", icon="refresh", layout=W.Layout(width="80px"))
+        self.url = W.Text(continuous_update=False, layout=W.Layout(flex="0 1 260px", width="auto"))
+        self.check_button = W.Button(description="Check", icon="refresh")
         self.status = W.HTML()
+        self.status.add_class("atom-status")
         self.info = W.HTML()
 
-        self.input.observe(self._on_enter, names="value")
+    def _wire(self) -> None:
+        self.input.on_submit(self.send)
         self.send_button.on_click(lambda _: self.send())
         self.stop_button.on_click(lambda _: self.stop())
+        self.regen_button.on_click(lambda _: self.regenerate())
         self.clear_button.on_click(lambda _: self.clear())
         self.mode.observe(self._on_mode, names="value")
-        self.adaptive.observe(self._on_sampling, names="value")
-        self.temperature.observe(self._on_slider, names="value")
-        self.max_tokens.observe(self._on_slider, names="value")
+        self.adaptive.observe(self._on_adaptive, names="value")
+        for name, slider in self.sliders.items():
+            slider.observe(lambda change, name=name: self._on_slider(name, change["new"]), names="value")
         self.lmstudio.observe(self._on_lmstudio, names="value")
         self.url.observe(self._on_url, names="value")
         self.check_button.on_click(lambda _: self.check_lmstudio())
 
-        header = W.HTML(f"<b>ATOM-GPT chat</b> &middot; run <code>{_esc(session.run_name)}</code> "
-                        f"(step {session.state.get('step', '?')}, {session.model.get_num_params() / 1e6:.2f}M "
-                        f"parameters, {_esc(session.device)})")
-        row_in = W.HBox([self.input, self.send_button, self.stop_button, self.clear_button])
-        row_mode = W.HBox([self.mode, self.adaptive, self.temperature, self.max_tokens], layout=W.Layout(flex_flow="row wrap"))
-        row_lm = W.HBox([self.lmstudio, self.url, self.check_button, self.status])
-        super().__init__([header, self.transcript, row_in, row_mode, row_lm, self.info], **kw)
-        self._update_status()
-        self.render(force=True)
+    def _layout(self) -> list:
+        s = self.session
+        header = W.HTML(f"<b>ATOM-GPT chat</b> &middot; run <code>{esc(s.run_name)}</code> "
+                        f"(step {s.state.get('step', '?')}, {s.model.get_num_params() / 1e6:.2f}M "
+                        f"parameters, {esc(s.device)})")
+        return [W.HTML(CSS + APP_CSS), header, self.transcript,
+                _row([self.input, self.send_button, self.stop_button, self.regen_button, self.clear_button]),
+                _row([self.mode, self.adaptive, self.in_use]),
+                _row(self.sliders.values()),
+                _row([self.lmstudio, self.url, self.check_button, self.status]),
+                self.info]
 
     def __repr__(self) -> str:  # the text/plain form (papermill, nbval): short, not the widget tree
-        return f"<ATOM-GPT chat app: run {self.session.run_name}, mode {self.session.mode}; open in JupyterLab to use it>"
+        s = self.session
+        return f"<ATOM-GPT chat app: run {s.run_name}, mode {s.mode}; open in JupyterLab to use it>"
 
     # --- actions ------------------------------------------------------------------------------
 
     def send(self, text: str | None = None) -> None:
-        """Send the text box's content (or `text`): a prompt starts a background generation."""
-        if text is None:
-            text = self.input.value
-            self._set_input("")
-        text = text or ""
+        """Send `text`, or the box's draft (what Send does): a /command runs at once, a prompt starts
+        a background generation. While an answer runs nothing is sent and the text stays in the box."""
+        from_box = text is None
+        text = (self.input.value if from_box else text) or ""
         if not text.strip():
             return
         if self.busy:
-            self.info.value = "<span style='color:#c60'>still answering; press Stop first</span>"
+            if not self.input.value:  # Enter emptied the box: put the text back
+                self.input.value = text
+            self.info.value = grey("still answering: your text is kept; send it when the answer ends, "
+                                   "or press Stop", "#c60")
             return
+        if from_box:
+            self.input.value = ""
         if text.lstrip().startswith("/"):
             self._command(text.strip())
             return
-        self._pending = {"user": text, "mode": self.session.mode, "raw": "", "answer": None, "enh": "",
-                         "enh_on": False, "notes": []}
-        self.stop_button.disabled = False
-        self.send_button.disabled = True
-        self.info.value = "<span style='color:#888'>generating...</span>"
-        self.render(force=True)
-        self._thread = threading.Thread(target=self._generate, args=(text,), name="atom-chat", daemon=True)
-        self._thread.start()
+        self._start(text, lambda on_token, on_event: self.session.send(text, on_token=on_token, on_event=on_event))
+
+    def regenerate(self) -> None:
+        """A new answer to the last prompt, in place of the last one (what Regenerate does)."""
+        last = self.session.history.last_prompt()
+        if self.busy or last is None:
+            return
+        self._cut = len(self.session.history) - 2
+        self._start(last.text, lambda on_token, on_event: self.session.regenerate(on_token=on_token, on_event=on_event),
+                    mode=last.mode)
 
     def stop(self) -> None:
         self.session.stop()
@@ -143,120 +196,141 @@ class ChatApp(W.VBox):
         self.session.send("/clear")
         with self._lock:
             self._log.clear()
-            self._pending = None
         self.info.value = ""
-        self.render(force=True)
+        self._set_busy(False)
+        self.render()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the running generation ends (for scripts and tests); True when idle."""
         t = self._thread
         if t is not None:
             t.join(timeout)
-        return not self.busy
+        return not (t is not None and t.is_alive())
 
     @property
     def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._live is not None
 
     def check_lmstudio(self) -> None:
-        self.status.value = "<span style='color:#888'>&#9679; checking...</span>"
+        self.status.value = grey("\u25cf checking...")
         self.session.enhancer.check()
         self._update_status()
 
     # --- generation thread ------------------------------------------------------------------------
 
-    def _generate(self, text: str) -> None:
-        p = self._pending
+    def _start(self, user: str, call, mode: str | None = None) -> None:
+        self._live = Live(user, mode or self.session.mode)
+        self._set_busy(True)
+        self.info.value = grey("generating...")
+        self.render()
+        self._thread = threading.Thread(target=self._generate, args=(self._live, call), name="atom-chat",
+                                        daemon=True)
+        self._thread.start()
 
+    def _generate(self, live: Live, call) -> None:
         def on_token(piece):
-            p["raw"] += piece
-            self.render()
+            live.raw += piece
+            self.render_live()
 
         def on_event(name, data):
             if name == "answer":
-                p["answer"] = data
-                self.render(force=True)
+                live.answer = data
             elif name == "enhance_start":
-                p["enh_on"] = True
-                self.render(force=True)
+                live.enh_on = True
             elif name == "enhance_token":
-                p["enh"] += data
-                self.render()
+                live.enh += data
+            self.render_live(force=name != "enhance_token")
 
         try:
-            reply = self.session.send(text, on_token=on_token, on_event=on_event)
-            info = "; ".join(reply.notes)
-            if reply.meta.get("seconds") is not None:
-                info = (f"{reply.meta.get('kind') or reply.kind}, {reply.meta['seconds']:.1f} s"
-                        + (f"; {info}" if info else ""))
-            self.info.value = f"<span style='color:#888'>{_esc(info)}</span>"
+            reply = call(on_token, on_event)
+            took = ([f"{reply.meta.get('kind') or reply.kind}, {reply.meta['seconds']:.1f} s"]
+                    if reply.meta.get("seconds") is not None else [])
+            self.info.value = grey("; ".join(took + reply.notes))
         except Exception as e:  # show it in the app: a widget callback's traceback is easy to miss
             with self._lock:
-                self._log.append({"kind": "error", "text": f"error: {type(e).__name__}: {e}",
-                                  "at": len(self.session.history)})
-            self.info.value = f"<span style='color:#f96'>{_esc(type(e).__name__)}: {_esc(str(e))}</span>"
+                self._log.append(LogEntry("error", f"error: {type(e).__name__}: {e}", len(self.session.history)))
+            self.info.value = grey(f"{type(e).__name__}: {e}", "#f96")
         finally:
             with self._lock:
-                self._pending = None
-            self.stop_button.disabled = True
-            self.send_button.disabled = False
+                self._live, self._cut = None, None
+            self._set_busy(False)
             self._update_status()
-            self.render(force=True)
+            self.render()
 
     def _command(self, line: str) -> None:
+        parts = line.split(None, 1)
+        if find(parts[0]) is find("retry") and len(parts) == 1 and self.session.history.last_prompt():
+            self.regenerate()  # streams in the background, as the button does
+            return
         reply = self.session.send(line)
-        if reply.kind == "clear":
-            with self._lock:
+        with self._lock:
+            if reply.kind == "clear":
                 self._log.clear()
-        elif reply.kind == "quit":
-            reply.text = "(there is nothing to quit in a notebook: just stop using the app)"
-        if reply.kind != "clear":
-            with self._lock:
-                self._log.append({"kind": reply.kind, "cmd": line, "text": reply.text, "at": len(self.session.history)})
-        self._sync_controls()
+            else:
+                self._log.append(LogEntry(reply.kind, reply.text, len(self.session.history), cmd=line))
+        self._set_busy(False)
         self._update_status()
-        self.render(force=True)
+        self.render()
 
-    # --- control callbacks --------------------------------------------------------------------------
+    def _set_busy(self, busy: bool) -> None:
+        self.input.busy = busy
+        self.send_button.disabled = busy
+        self.stop_button.disabled = not busy
+        self.regen_button.disabled = busy or self.session.history.last_prompt() is None
 
-    def _set_input(self, value: str) -> None:
-        self.input.unobserve(self._on_enter, names="value")
+    # --- the controls follow the session --------------------------------------------------------------
+
+    def refresh_controls(self) -> None:
+        """Show the settings in use in every control (a session listener: runs after each change)."""
+        if self._holding:
+            return
+        s = self.session
+        used = s.effective()
+        self._syncing = True
         try:
-            self.input.value = value
+            if self.mode.value != s.mode:
+                self.mode.value = s.mode
+            for name, slider in self.sliders.items():
+                if used.get(name) is not None:
+                    slider.value = used[name]
+                (slider.add_class if getattr(s.settings, name) is None else slider.remove_class)("atom-auto")
+            self.adaptive.value = all(getattr(s.settings, n) is None for n in self._auto)
+            self.lmstudio.value = s.enhance_on
+            self.url.value = s.enhancer.url_override or ""
+            self.url.placeholder = " or ".join(s.enhancer.urls)
         finally:
-            self.input.observe(self._on_enter, names="value")
-
-    def _on_enter(self, change) -> None:
-        if change["new"].strip():
-            self.send()
+            self._syncing = False
+        auto = any(getattr(s.settings, n) is None for n in self._auto)
+        self.in_use.value = grey(f"grey values: the {used['kind']} preset (each prompt kind uses its own)" if auto
+                                 else "every value fixed by you")
+        self._update_status()
 
     def _on_mode(self, change) -> None:
-        self.session.mode = change["new"]
+        if not self._syncing:
+            self._report(self.session.send(MODE_COMMANDS[change["new"]]))
 
-    def _on_sampling(self, change=None) -> None:
-        s = self.session.settings
-        if self.adaptive.value:
-            s.temperature = s.max_new_tokens = None
-        else:
-            s.temperature = float(self.temperature.value)
-            s.max_new_tokens = int(self.max_tokens.value)
+    def _on_slider(self, name: str, value) -> None:
+        if not self._syncing:
+            self._report(self.session.set(name, value))
 
-    def _on_slider(self, change) -> None:
-        if getattr(self, "_syncing", False):
+    def _on_adaptive(self, change) -> None:
+        if self._syncing:
             return
-        if self.adaptive.value:
-            self.adaptive.value = False  # moving a slider means "use this value"
-        else:
-            self._on_sampling()
+        self._holding = True  # fix or free the preset-decided values together, then redraw once
+        try:
+            for name in self._auto:
+                self.session.set(name, None if change["new"] else self.sliders[name].value)
+        finally:
+            self._holding = False
+        self.refresh_controls()
 
     def _on_lmstudio(self, change) -> None:
-        self.session.enhance_on = bool(change["new"])
-        if change["new"]:
-            self.check_lmstudio()
-        else:
-            self._update_status()
+        if not self._syncing:
+            self._report(self.session.send("/enhance " + ("on" if change["new"] else "off")))
 
     def _on_url(self, change) -> None:
+        if self._syncing:
+            return
         self.session.enhancer.set_url(change["new"].strip() or None)
         self.url.placeholder = " or ".join(self.session.enhancer.urls)
         if self.lmstudio.value:
@@ -264,30 +338,12 @@ class ChatApp(W.VBox):
         else:
             self._update_status()
 
-    def _sync_controls(self) -> None:
-        """Reflect settings changed by typed commands (/temp, /chat, /enhance ...) in the controls."""
-        s = self.session
-        self._syncing = True
-        try:
-            if self.mode.value != s.mode:
-                self.mode.value = s.mode
-            if s.settings.temperature is not None:
-                self.temperature.value = s.settings.temperature
-            if s.settings.max_new_tokens is not None:
-                self.max_tokens.value = max(self.max_tokens.min, min(self.max_tokens.max, s.settings.max_new_tokens))
-            self.adaptive.unobserve(self._on_sampling, names="value")
-            self.adaptive.value = s.settings.temperature is None and s.settings.max_new_tokens is None
-            self.adaptive.observe(self._on_sampling, names="value")
-            if self.lmstudio.value != s.enhance_on:
-                self.lmstudio.unobserve(self._on_lmstudio, names="value")
-                self.lmstudio.value = s.enhance_on
-                self.lmstudio.observe(self._on_lmstudio, names="value")
-        finally:
-            self._syncing = False
+    def _report(self, reply) -> None:
+        """A control's change went through the session like a typed command: show its answer below."""
+        self.info.value = grey(reply.text, "#f96" if reply.kind == "error" else "#888")
 
     def _update_status(self) -> None:
-        enh = self.session.enhancer
-        h = enh.health
+        h = self.session.enhancer.health
         if h.ok:
             color, text = "#4c4", f"{h.model} at {h.url}"
         elif h.reason == "not checked yet":
@@ -295,70 +351,30 @@ class ChatApp(W.VBox):
         else:
             color, text = "#d44", f"offline: {h.reason}"
         state = "on" if self.session.enhance_on else "off"
-        self.status.value = (f"<span style='color:{color}' title='{_esc(text)}'>&#9679;</span> "
-                             f"<span style='color:#888'>{state}; {_esc(text[:90])}</span>")
+        self.status.value = (f"<span style='color:{color}' title='{esc(text)}'>&#9679;</span> "
+                             f"<span style='color:#888' title='{esc(text)}'>{state}; {esc(text)}</span>")
 
     # --- transcript -------------------------------------------------------------------------------------
 
     def transcript_text(self) -> str:
         """The transcript as plain text (what the HTML shows, without markup)."""
-        import re
+        return plain_text(self.past.value, self.live.value)
 
-        body = re.sub(r"<style>.*?</style>", "", self.transcript.value, flags=re.S)
-        return html.unescape(re.sub(r"<[^>]+>", "", body.replace("</div>", "</div>\n"))).strip()
+    def render(self) -> None:
+        """Redraw the whole transcript: the finished turns and the exchange being generated."""
+        with self._lock:
+            hist = self.session.history
+            self.past.value = past_html(hist if self._cut is None else hist[:self._cut], self._log)
+            self.render_live(force=True)
 
-    def render(self, force: bool = False) -> None:
+    def render_live(self, force: bool = False) -> None:
+        """Redraw only the exchange being generated (at most every 50 ms unless forced)."""
         now = time.monotonic()
         if not force and now - self._last_render < 0.05:
             return
         with self._lock:
             self._last_render = now
-            self.transcript.value = CSS + "<div class='atom-chat'><div>" + self._html() + "</div></div>"
-
-    def _html(self) -> str:
-        parts = []
-        hist = self.session.history
-        log = sorted(self._log, key=lambda e: e["at"])
-        li = 0
-
-        def flush_log(upto):
-            nonlocal li
-            while li < len(log) and log[li]["at"] <= upto:
-                e = log[li]
-                cls = "err" if e["kind"] == "error" else "cmd"
-                if e.get("cmd"):
-                    parts.append(f"<div class='msg you'><span class='who'>you&gt;</span>{_esc(e['cmd'])}</div>")
-                parts.append(f"<div class='msg {cls}'>{_esc(e['text'])}</div>")
-                li += 1
-
-        for i, t in enumerate(hist):
-            flush_log(i)
-            if t.role == "user":
-                kind = f" <span class='note'>[{_esc(t.mode)}{', ' + _esc(t.meta['kind']) if t.meta.get('kind') else ''}]</span>"
-                parts.append(f"<div class='msg you'><span class='who'>you&gt;</span>{_esc(t.text)}{kind}</div>")
-            else:
-                enh = t.meta.get("enhance") or {}
-                if enh.get("applied"):
-                    parts.append(f"<div class='msg atom'><span class='who'>atom&gt;</span>{_esc(t.meta.get('model_text', ''))}</div>")
-                    parts.append(f"<div class='msg enh'><span class='who'>atom+&gt;</span>{_esc(t.text)}</div>")
-                else:
-                    parts.append(f"<div class='msg atom'><span class='who'>atom&gt;</span>{_esc(t.text or '(no text)')}</div>")
-                if t.meta.get("notes"):
-                    parts.append(f"<div class='msg note'>({_esc('; '.join(t.meta['notes']))})</div>")
-        flush_log(len(hist))
-        p = self._pending
-        if p is not None:
-            parts.append(f"<div class='msg you'><span class='who'>you&gt;</span>{_esc(p['user'])}</div>")
-            if p["answer"] is None:
-                parts.append(f"<div class='msg raw'><span class='who'>atom&gt;</span>{_esc(p['raw'])}\u2588</div>")
-            else:
-                parts.append(f"<div class='msg atom'><span class='who'>atom&gt;</span>{_esc(p['answer'])}</div>")
-                if p["enh_on"]:
-                    parts.append(f"<div class='msg enh'><span class='who'>atom+&gt;</span>{_esc(p['enh'])}\u2588</div>")
-        if not parts:
-            parts.append("<div class='msg hint'>Type a prompt below and press Enter or Send. "
-                         "/help lists the commands.</div>")
-        return "".join(parts)
+            self.live.value = live_html(self._live)
 
 
 def build_chat_app(run=None, lmstudio_url: str | None = None, *, device: str = "auto", mode: str = "chat",
@@ -366,5 +382,5 @@ def build_chat_app(run=None, lmstudio_url: str | None = None, *, device: str = "
     """The chat app on a run (default: the newest under outputs/runs/), ready to display."""
     if session is None:
         session = ChatSession.from_run(resolve_run(run), device=device, mode=mode, enhance=enhance,
-                                       lmstudio_url=lmstudio_url, seed=seed)
+                                       lmstudio_url=lmstudio_url, seed=seed, surface="widget")
     return ChatApp(session, lmstudio_url=lmstudio_url)

@@ -28,20 +28,16 @@ Precedence, when a prompt fits several kinds (decided once, here):
     "?" ("Fire?" is a question: the user asks something about fire).
  4. thematic: everything else, including exclamations ("what a night", "how dark the sky").
 
-Each kind maps to a sampling preset and a framing of the prompt in PRESETS (one table,
-overridable), and `params_for(kind, **overrides)` turns a preset into SamplingParams.
+`extract_topic(text)` takes the request words off a prompt ("write a poem about the sea" ->
+"the sea"); generation.presets frames a prompt with it and holds each kind's sampling preset.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import unicodedata
-from dataclasses import dataclass
 from importlib import resources
-
-from atomlib.generation.sampling import SamplingParams
 
 KINDS = ("creative", "question", "command", "thematic")
 
@@ -306,47 +302,7 @@ def classify_prompt(text: str) -> str:
     return "thematic"
 
 
-# --- presets -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Preset:
-    """How one kind of prompt is sampled, and how the prompt is shown to the model.
-
-    framing is a str.format template: {text} is the prompt as typed, {topic} the subject with
-    the request words taken off ("write a poem about the sea" -> "the sea"), {Topic} the same
-    capitalised. Lengths are in tokens of a character model; params_for(..., tokenizer=tok)
-    divides them by 4 for GPT-2 BPE (about 4 characters a token)."""
-
-    temperature: float
-    top_p: float | None
-    top_k: int | None
-    repetition_penalty: float
-    max_new_tokens: int
-    stop: tuple[str, ...]
-    framing: str
-    min_new_tokens: int = 0
-    description: str = ""
-
-
-PRESETS: dict[str, Preset] = {
-    # a composition: room to wander, a whole song (ends at a blank line pair, the corpus' song break)
-    "creative": Preset(temperature=0.9, top_p=0.95, top_k=None, repetition_penalty=1.15, max_new_tokens=400,
-                       stop=("\n\n\n",), framing="{Topic}\n\n", min_new_tokens=60,
-                       description="freer sampling, a whole song; the topic becomes a title line"),
-    # an answer: conservative and short, one stanza
-    "question": Preset(temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1, max_new_tokens=160,
-                       stop=("\n\n",), framing="{text}\n", min_new_tokens=20,
-                       description="careful sampling, one stanza answering on the next line"),
-    # a task: between the two, a few stanzas
-    "command": Preset(temperature=0.75, top_p=0.92, top_k=50, repetition_penalty=1.1, max_new_tokens=240,
-                      stop=("\n\n\n",), framing="{Topic}\n\n", min_new_tokens=40,
-                      description="moderate sampling, a few stanzas under the topic as a title"),
-    # theme words: they open the verse as its first line, the model writes the rest of it
-    "thematic": Preset(temperature=0.85, top_p=0.95, top_k=None, repetition_penalty=1.12, max_new_tokens=200,
-                       stop=("\n\n",), framing="{Text}\n", min_new_tokens=30,
-                       description="the theme words are the verse's first line; the model goes on from there"),
-}
+# --- the topic of a request ------------------------------------------------------------------
 
 _TOPIC_MARKERS = ("about", "regarding", "concerning", "called", "titled", "named", "abt")
 
@@ -393,44 +349,11 @@ def extract_topic(text: str) -> str:
     return " ".join(tokens).strip(" ?!.,;:")
 
 
-def frame_prompt(text: str, kind: str, presets: dict[str, Preset] | None = None) -> str:
-    """The text the model continues for a prompt of this kind (the preset's framing)."""
-    preset = (presets or PRESETS)[kind]
-    raw = " ".join(text.split())
-    if "topic" in preset.framing.lower():
-        topic = extract_topic(raw)
-        if not topic:  # "write a poem": nothing to title it with, the model starts a song from scratch
-            return ""
-    else:
-        topic = raw
-    return preset.framing.format(text=raw, Text=raw[:1].upper() + raw[1:], topic=topic,
-                                 Topic=topic[:1].upper() + topic[1:])
-
-
-def params_for(kind: str, tokenizer=None, presets: dict[str, Preset] | None = None, **overrides) -> SamplingParams:
-    """SamplingParams of a kind's preset; keyword overrides win (any SamplingParams field)."""
-    table = presets or PRESETS
-    if kind not in table:
-        from atomlib.errors import AtomError
-
-        raise AtomError(f"unknown prompt kind {kind!r}; use one of {', '.join(table)}.")
-    p = table[kind]
-    scale = getattr(tokenizer, "chars_per_token", 1.0)  # presets count characters; BPE tokens hold several
-    base = SamplingParams(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
-                          repetition_penalty=p.repetition_penalty, max_new_tokens=max(1, int(p.max_new_tokens / scale)),
-                          min_new_tokens=int(p.min_new_tokens / scale), stop=tuple(p.stop))
-    fields = {f.name for f in dataclasses.fields(SamplingParams)}
-    unknown = set(overrides) - fields
-    if unknown:
-        from atomlib.errors import AtomError
-
-        raise AtomError(f"unknown sampling setting {sorted(unknown)[0]!r}; use one of {', '.join(sorted(fields))}.")
-    params = dataclasses.replace(base, **overrides)
-    if params.min_new_tokens > params.max_new_tokens:
-        params.min_new_tokens = params.max_new_tokens
-    return params
-
-
-def presets_table(presets: dict[str, Preset] | None = None) -> list[dict]:
-    """The presets as rows (for a notebook table or the chat's /settings)."""
-    return [{"kind": k, **dataclasses.asdict(p)} for k, p in (presets or PRESETS).items()]
+def classifier_scores(records: list[dict] | None = None) -> list[dict]:
+    """The classifier on labelled prompts (default: labelled_prompts()), one row per prompt:
+    its prompt, labelled kind, predicted kind and whether they agree."""
+    rows = []
+    for r in labelled_prompts() if records is None else records:
+        predicted = classify_prompt(r["prompt"])
+        rows.append({"prompt": r["prompt"], "kind": r["kind"], "predicted": predicted, "correct": predicted == r["kind"]})
+    return rows

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from atomlib.errors import AtomError
-from atomlib.generation.adaptive import PRESETS, classify_prompt, frame_prompt, params_for
+from atomlib.generation.adaptive import classify_prompt
+from atomlib.generation.presets import PRESETS, frame_prompt, params_for
 from atomlib.generation.completion import CompletionResult, complete_line, default_params
-from atomlib.generation.filters import FilterResult, apply_filters
-from atomlib.generation.sampling import SamplingParams, generate
+from atomlib.generation.filters import FilterResult, filter_sample
+from atomlib.generation.engine import generate
+from atomlib.generation.sampling import SamplingParams
 
 MODES = ("chat", "completion")
 # the sampling fields a caller may fix; None leaves each to the preset
@@ -92,6 +94,16 @@ class Answer:
     def text(self) -> str:
         return self.choices[0].text if self.choices else ""
 
+    @property
+    def lead(self) -> str:
+        """The part of the framed prompt that is part of the answer: a framing the model continues
+        mid-line (theme words opening a verse). Streaming sends it before the first token."""
+        return lead_of(self.framed) if self.kind is not None else ""
+
+
+def lead_of(framed: str) -> str:
+    return framed if framed and not framed.endswith("\n") else ""
+
 
 def answer(model, tokenizer, prompt: str, settings: Settings | None = None, *,
            on_token: Callable[[int, str], None] | None = None,
@@ -130,8 +142,7 @@ def _chat(model, tokenizer, text, settings, on_token, should_stop) -> Answer:
     kept, notes = fit_prompt(tokenizer, text, block - min(params.max_new_tokens, block // 2) - _framing(tokenizer, kind),
                              block)
     framed = frame_prompt(kept, kind)
-    # a framed prompt the model continues mid-line (theme words opening a verse) is part of the answer
-    lead = framed if framed and not framed.endswith("\n") else ""
+    lead = lead_of(framed)
     if lead and on_token:
         for i in range(params.num_samples):
             on_token(i, lead)
@@ -141,7 +152,7 @@ def _chat(model, tokenizer, text, settings, on_token, should_stop) -> Answer:
 
 
 def _chat_choice(gen, framed: str, lead: str, use_filters: bool, notes: list[str]) -> Choice:
-    filt = apply_filters(gen.text, prompt=framed or None, complete=gen.finish_reason in ("stop", "eot"))
+    filt = filter_sample(gen, prompt=framed or None)
     body = (filt.text if use_filters else gen.text).strip()
     if not body and gen.text.strip():
         body = gen.text.strip()

@@ -26,8 +26,9 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
-from atomlib.generation.filters import FilterResult, apply_filters, is_word
-from atomlib.generation.sampling import SamplingParams, generate
+from atomlib.generation.filters import CLEAN_ENDS, FilterResult, apply_filters, is_word
+from atomlib.generation.engine import generate
+from atomlib.generation.sampling import SamplingParams
 
 WEIGHTS = {"fluency": 1.0, "boundary": 1.0, "length": 1.0, "repetition": 1.0, "novelty": 1.0, "filters": 1.0}
 LINE_WORDS = (8, 15)  # the length a finished line should have, prompt included
@@ -58,6 +59,10 @@ class CompletionResult:
     candidates: list[Candidate] = field(default_factory=list)  # ranked, best first (best included)
     prompt: str = ""
 
+    def rows(self) -> list[dict]:
+        """One row per candidate, best first: the whole line, its score and each part of it."""
+        return [{"line": c.line, "score": c.score, **c.parts} for c in self.candidates]
+
 
 def default_params(tokenizer=None) -> SamplingParams:
     """Sampling for line endings: a little conservative, one line (stop at a newline), room
@@ -80,7 +85,7 @@ def score_completion(line: str, text: str, logprobs: list[float] | None = None, 
     """Score one completion `text` of `line` (see the module docstring); logprobs are its tokens'
     log-probabilities under the model (None: fluency counts as 0.5, e.g. for a hand-written text)."""
     weights = weights or WEIGHTS
-    filters = filters or apply_filters(text, prompt=line, complete=finish_reason in ("stop", "eot"), min_words=1)
+    filters = filters or apply_filters(text, prompt=line, complete=finish_reason in CLEAN_ENDS, min_words=1)
     full = line + text
     parts: dict[str, float] = {}
 
@@ -92,7 +97,7 @@ def score_completion(line: str, text: str, logprobs: list[float] | None = None, 
         parts["fluency"] = 0.0 if logprobs is not None else 0.5
 
     stripped = text.rstrip()
-    at_boundary = bool(stripped) and (finish_reason in ("stop", "eot") or bool(_BOUNDARY.search(stripped)))
+    at_boundary = bool(stripped) and (finish_reason in CLEAN_ENDS or bool(_BOUNDARY.search(stripped)))
     last = _WORD.findall(stripped)[-1:] if stripped else []
     parts["boundary"] = 1.0 if at_boundary else (0.3 if last and stripped[-1].isalpha() and is_word(last[0]) else 0.0)
 
@@ -134,7 +139,7 @@ def score_completion(line: str, text: str, logprobs: list[float] | None = None, 
 
 def _clean(line: str, raw: str, finish_reason: str) -> tuple[str, FilterResult]:
     """The filtered completion, keeping the space (or its absence) that joins it to the line."""
-    filt = apply_filters(raw, prompt=line, complete=finish_reason in ("stop", "eot"), min_words=1)
+    filt = apply_filters(raw, prompt=line, complete=finish_reason in CLEAN_ENDS, min_words=1)
     text = filt.text
     if text and raw[:1].isspace() and not text[:1].isspace() and not line[-1:].isspace():
         text = " " + text
@@ -148,7 +153,7 @@ def complete_line(model, tokenizer, line: str, n: int = 8, params: SamplingParam
 
     params defaults to default_params(tokenizer); whatever is given, a newline always ends a
     candidate and min_new_tokens is capped at 2 (a line may be nearly finished already).
-    on_token / should_stop are passed to sampling.generate (streaming and the stop button)."""
+    on_token / should_stop are passed to engine.generate (streaming and the stop button)."""
     line = line.rstrip("\r\n")
     params = params or default_params(tokenizer)
     stops = tuple(dict.fromkeys((*params.stop, "\n")))

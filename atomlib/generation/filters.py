@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import pronouncing
+
 
 @dataclass
 class StageRecord:
@@ -54,6 +56,15 @@ class FilterResult:
     def changed_stages(self) -> list[str]:
         return [s.name for s in self.stages if s.changed]
 
+    @property
+    def verdict(self) -> str:
+        """"passed", or "rejected: <reason>"."""
+        return "passed" if self.passed else f"rejected: {self.reason}"
+
+    def rows(self) -> list[dict]:
+        """One row per stage, in order: its name, whether it changed the text, what it removed, why."""
+        return [{"stage": s.name, "changed": s.changed, "removed": s.removed, "detail": s.detail} for s in self.stages]
+
 
 @dataclass
 class FilterContext:
@@ -80,8 +91,6 @@ ah ay ha ho hey yeah whoa na la""".split())
 def _dictionary() -> frozenset[str]:
     """English words (CMU pronouncing dictionary via `pronouncing`, ~126k entries)."""
     try:
-        import pronouncing
-
         pronouncing.init_cmu()
         return frozenset(w.lower() for w in pronouncing.lookup)
     except Exception:  # no dictionary: every word counts as known, so nothing is trimmed
@@ -333,6 +342,7 @@ def min_quality(text: str, ctx: FilterContext):
     return text, [], problem or "passed"
 
 
+CLEAN_ENDS = ("stop", "eot")  # finish reasons after which a sample's last word and line are whole
 STAGES = [strip_artifacts, trim_truncated, collapse_repeats, normalize_whitespace, cut_boundary, min_quality]
 STAGE_NAMES = [f.__name__ for f in STAGES]
 
@@ -356,3 +366,8 @@ def apply_filters(text: str, prompt: str | None = None, *, complete: bool | None
     if stages is not None and min_quality not in stages:
         ctx.problem = quality_problem(text, min_words)
     return FilterResult(text=text, stages=records, passed=ctx.problem is None, reason=ctx.problem)
+
+
+def filter_sample(gen, prompt: str | None = None) -> FilterResult:
+    """apply_filters on a sampling.Generation: complete when it ended at a stop string or end-of-text."""
+    return apply_filters(gen.text, prompt=prompt, complete=gen.finish_reason in CLEAN_ENDS)

@@ -119,7 +119,7 @@ def race(specs: list[str], dataset: str | None = None, nanogpt: str | Path | Non
                "dataset": dataset, "target_bpc": target_bpc, "machine": _machine(),
                "results": [asdict(r) | {"seconds_to_target": seconds_to(r, target_bpc)} for r in results]}
     (out / "race.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    plot(summary, out / "race.png")
+    figure(summary).savefig(out / "race.png", dpi=110)
     summary["folder"] = str(out)
     if progress:
         print(format_table(summary))
@@ -235,6 +235,14 @@ def run_nanogpt(src: Path, data: Path, work: Path, changes=(), progress: bool = 
 # --- reading the results -------------------------------------------------------------------
 
 
+def race_or_skip(specs: list[str], nanogpt: str | Path | None = None, **kwargs) -> dict | None:
+    """race() where the contestants are a notebook parameter that may switch it off: None when
+    there is no contestant and no nanoGPT folder, instead of race()'s error."""
+    if not specs and nanogpt is None:
+        return None
+    return race(specs, nanogpt=nanogpt, **kwargs)
+
+
 def seconds_to(res, target_bpc: float | None) -> float | None:
     """Wall time of the first evaluation at or below target_bpc (None: never reached)."""
     if target_bpc is None:
@@ -243,7 +251,10 @@ def seconds_to(res, target_bpc: float | None) -> float | None:
     return next((p["seconds"] for p in points if p["val_bpc"] <= target_bpc), None)
 
 
-def format_table(summary: dict) -> str:
+def format_table(summary: dict | None) -> str:
+    """The race as a Markdown table, with the machine it ran on."""
+    if summary is None:
+        return "No race was run: no contestant and no nanoGPT folder were given."
     target = summary.get("target_bpc")
     head = f"time to {target:.3f} bpc (s)" if target else "time to target (s)"
     lines = [f"| contestant | {head} | wall time (s) | final val bpc | final val loss | known words |",
@@ -259,13 +270,13 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(summary: dict, path: Path, ax=None):
+def figure(summary: dict | None) -> Figure | None:
     """Val bits per character against wall clock, one line per contestant (the target dashed),
-    on `ax`, or on a figure of its own written to path (no pyplot: no backend to choose)."""
-    own = ax is None
-    if own:
-        fig = Figure(figsize=(8, 4.5))
-        ax = fig.subplots()
+    as a figure of its own (no pyplot: no backend to choose); None when no race was run."""
+    if summary is None:
+        return None
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     for r in summary["results"]:
         xs = [p["seconds"] for p in r["points"]]
         ys = [p["val_bpc"] for p in r["points"]]
@@ -277,10 +288,8 @@ def plot(summary: dict, path: Path, ax=None):
     ax.set_ylim(top=min(5.0, ax.get_ylim()[1]))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    if own:
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-    return ax
+    fig.tight_layout()
+    return fig
 
 
 def _machine() -> dict:
