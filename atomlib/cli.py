@@ -1,7 +1,12 @@
 """`atom <command>`: thin argument parsing over atomlib's functions.
 
-Each command is one parser and one handler that calls a single atomlib function; no logic
-lives here. User mistakes surface as AtomError and end as one line on stderr, exit code 2.
+Each command is one parser and one small handler over the library; no logic lives here. User
+mistakes surface as AtomError and end as one line on stderr, exit code 2.
+
+Imports: the data stage is imported at the top. The stages that need torch (train, sample,
+eval, chat, bench, race) are imported inside their handlers, marked `# lazy:`, because importing
+torch and transformers costs seconds while `atom --help`, a usage error or `atom fetch` need
+neither; tests/test_packaging.py checks that importing this module loads no torch.
 """
 
 from __future__ import annotations
@@ -10,6 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from atomlib.data.clean import clean, report_path
+from atomlib.data.prepare import prepare
+from atomlib.data.scrape import format_summary, scrape_darklyrics
+from atomlib.data.sources import fetch
 from atomlib.errors import AtomError
 
 
@@ -26,8 +35,6 @@ def _add_fetch(sub):
 
 
 def _run_fetch(args):
-    from atomlib.data.sources import fetch
-
     if args.no_mirror and args.mirror is not None:
         raise AtomError("atom fetch takes --mirror DIR or --no-mirror, not both; drop one of them.")
     fetch(mirror=False if args.no_mirror else args.mirror, out_dir=args.out, manifest=args.manifest)
@@ -46,8 +53,6 @@ def _add_scrape(sub):
 
 
 def _run_scrape(args):
-    from atomlib.data.scrape import format_summary, scrape_darklyrics
-
     if not args.artist and not args.letter:
         raise AtomError("atom scrape darklyrics needs at least one --artist SLUG or --letter L.")
     summary = scrape_darklyrics(artists=args.artist, letters=args.letter, base_url=args.base_url,
@@ -63,8 +68,6 @@ def _add_clean(sub):
 
 
 def _run_clean(args):
-    from atomlib.data.clean import clean, report_path
-
     r = clean(args.inputs, out=args.out)
     print(f"clean: {r['documents_in']} documents in, {r['documents_out']} out ({r['dropped_empty']} empty, "
           f"{r['dropped_duplicates_exact']} exact + {r['dropped_duplicates_near']} near duplicates dropped), "
@@ -88,8 +91,6 @@ def _add_prepare(sub):
 
 
 def _run_prepare(args):
-    from atomlib.data.prepare import prepare
-
     prepare(args.corpus, tokenizer=args.tokenizer, name=args.name, out_dir=args.out,
             val_fraction=args.val_fraction, seed=args.seed, vocab_size=args.vocab_size)
 
@@ -112,7 +113,7 @@ def _add_train(sub):
 
 
 def _run_train(args):
-    from atomlib.training.train import launch
+    from atomlib.training.launch import launch  # lazy: see the module docstring
 
     launch(config=args.config, overrides=args.set, out_dir=args.out, resume=args.resume,
            nproc=args.nproc, nnodes=args.nnodes, node_rank=args.node_rank,
@@ -141,9 +142,29 @@ def _add_sample(sub):
 
 
 def _run_sample(args):
-    from atomlib.generation.sampling import sample_command
+    from atomlib.generation.engine import generate  # lazy: see the module docstring
+    from atomlib.generation.loading import load_for_sampling, read_prompt  # lazy: see the module docstring
+    from atomlib.generation.sampling import SamplingParams  # lazy: see the module docstring
 
-    sample_command(args)
+    model, tokenizer, source = load_for_sampling(args.run, args.init_from, args.device)
+    prompt = read_prompt(args.prompt)
+    params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                            repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens,
+                            min_new_tokens=args.min_new_tokens, stop=tuple(args.stop), seed=args.seed,
+                            num_samples=args.num_samples, precision=args.precision).checked()
+    print(f"sampling from {source}", file=sys.stderr)
+    if params.num_samples == 1:  # one sample streams as it is drawn
+        _write(prompt)
+        generate(model, tokenizer, prompt, params, on_token=lambda _i, piece: _write(piece))
+        _write("\n")
+    else:
+        for g in generate(model, tokenizer, prompt, params):
+            _write(prompt + g.text + "\n---------------\n")
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _add_eval(sub):
@@ -162,9 +183,15 @@ def _add_eval(sub):
 
 
 def _run_eval(args):
-    from atomlib.evaluation.evaluate import eval_command
+    from atomlib.evaluation.evaluate import evaluate_run  # lazy: see the module docstring
+    from atomlib.evaluation.report import render_quality_table  # lazy: see the module docstring
 
-    eval_command(args)
+    result = evaluate_run(run=args.run, prompts=args.prompts, num_samples=args.num_samples, seed=args.seed,
+                          val_batches=args.val_batches, device=args.device, relevance=args.relevance,
+                          max_new_tokens=args.max_new_tokens, prompts_per_kind=args.prompts_per_kind)
+    print(render_quality_table(result))
+    run = Path(result["settings"]["run"])
+    print(f"\nwrote {run / 'eval.json'} and {run / 'eval_samples.jsonl'} ({result['settings']['seconds']['total']:.0f}s)")
 
 
 def _add_chat(sub):
@@ -178,9 +205,16 @@ def _add_chat(sub):
 
 
 def _run_chat(args):
-    from atomlib.apps.chat import chat_command
+    from atomlib.apps.session import ChatSession  # lazy: see the module docstring
+    from atomlib.apps.terminal import Terminal  # lazy: see the module docstring
 
-    chat_command(args)
+    session = ChatSession.from_run(args.run, device=args.device, mode=args.mode, enhance=args.enhance,
+                                   lmstudio_url=args.lmstudio_url)
+    if args.enhance:
+        session.enhancer.check()
+    code = Terminal(session).run()
+    if code:
+        raise SystemExit(code)
 
 
 def _add_bench(sub):
@@ -197,9 +231,15 @@ def _add_bench(sub):
 
 
 def _run_bench(args):
-    from atomlib.evaluation.bench import bench_command
+    from atomlib.evaluation.bench import profile_tables, run_bench  # lazy: see the module docstring
 
-    bench_command(args)
+    if args.rounds is not None and args.rounds < 1:
+        raise AtomError(f"--rounds {args.rounds} must be at least 1.")
+    if args.profile:
+        print(profile_tables(config=args.config, tiny=args.tiny, device=args.device))
+    else:
+        run_bench(config=args.config, tiny=args.tiny, rounds=args.rounds, device=args.device,
+                  compile_row=args.compile, json_path=args.json)
 
 
 def _add_race(sub):
@@ -220,9 +260,10 @@ def _add_race(sub):
 
 
 def _run_race(args):
-    from atomlib.training.race import race_command
+    from atomlib.training.race import race  # lazy: see the module docstring
 
-    race_command(args)
+    race(args.contestants, dataset=args.dataset, nanogpt=args.nanogpt, out_dir=args.out, target_bpc=args.target_bpc,
+         samples=not args.no_samples, nanogpt_set=args.nanogpt_set, max_iters=args.max_iters)
 
 
 # --- entry point ---------------------------------------------------------------------------

@@ -2,13 +2,13 @@
 
 `auto` picks CUDA, then MPS, then CPU. Precision `auto` picks bf16 autocast only where it
 is fast: CUDA GPUs that support bf16 (fp16 with a grad scaler on older ones), and CPUs with
-bf16 instructions whose bf16 matrix product beats float32 in a short probe. On CPUs that only
-emulate bf16 (AVX2) a bf16 training step is ~40x slower than float32, so there the answer is
-float32. CPUs come in three kinds, and the benchmark's targets depend on which:
+bf16 instructions whose bf16 matrix product beats float32 in a short probe. CPUs that only
+emulate bf16 (AVX2) run a bf16 training step many times slower than float32, so there the answer
+is float32. CPUs come in three kinds, and the benchmark's targets depend on which:
 
 - emulated bf16 (no bf16 flags): float32;
-- native bf16 dot products (AVX512-BF16, ARM BF16): bf16 ~2-3x float32 in the probe, so bf16;
-- bf16 matrix units (Intel AMX): bf16 ~10x float32, so bf16 (cpu_has_bf16_units()).
+- native bf16 dot products (AVX512-BF16, ARM BF16): bf16 beats float32 in the probe, so bf16;
+- bf16 matrix units (Intel AMX): bf16 beats float32 by far more, so bf16 (cpu_has_bf16_units()).
 
 Nothing is assumed from the CPU's name: the flags are read and the probe is timed, once per process.
 """
@@ -68,7 +68,7 @@ def cpu_flags() -> frozenset[str]:
 BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 ARM_BF16_FLAGS = frozenset({"bf16"})
 BF16_MIN_SPEEDUP = 1.5  # a bf16 matmul must beat float32 by this much for bf16 to be the fast path
-BF16_UNITS_SPEEDUP = 4.0  # matrix units (AMX: ~10x) against dot-product instructions (AVX512-BF16: ~2.5x)
+BF16_UNITS_SPEEDUP = 4.0  # between what dot-product instructions (AVX512-BF16) and matrix units (AMX) reach
 
 
 def cpu_bf16_flags() -> list[str]:
@@ -118,7 +118,7 @@ def cpu_bf16_speedup(n: int = 512, budget_s: float = 0.3) -> float:
 def cpu_bf16_is_fast() -> bool:
     """True when this CPU has bf16 instructions (AMX, AVX512-BF16, ARM BF16) AND a short probe
     confirms that a bf16 product beats float32 by BF16_MIN_SPEEDUP; False where bf16 would be
-    emulated (AVX2-only CPUs: a bf16 training step there is ~40x slower than float32).
+    emulated (AVX2-only CPUs, where a bf16 training step is many times slower than float32).
     The flags gate the probe, so emulating machines never even time it. Cached per process."""
     if os.environ.get("ATOM_CPU_BF16") in ("0", "1"):  # escape hatch for experiments
         return os.environ["ATOM_CPU_BF16"] == "1"
@@ -128,7 +128,7 @@ def cpu_bf16_is_fast() -> bool:
 def cpu_has_bf16_units() -> bool:
     """True for bf16 matrix units (AMX class): bf16 is fast here and the probe measures it at
     BF16_UNITS_SPEEDUP x float32 or more. Dot-product instructions (AVX512-BF16) make bf16 the
-    faster dtype, 2-3x float32, but not matrix units; the benchmark's targets tell the two apart."""
+    faster dtype, but not by as much as matrix units; the benchmark's targets tell the two apart."""
     return cpu_bf16_is_fast() and bool(cpu_bf16_flags()) and cpu_bf16_speedup() >= BF16_UNITS_SPEEDUP
 
 

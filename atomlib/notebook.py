@@ -45,3 +45,11 @@ def in_project(path: str | Path | None) -> Path | None:
     """A path the parameters give relative to the repository, wherever the notebook runs from
     (papermill may run it elsewhere); None stays None."""
     return None if path is None else project_root() / path
+
+
+def runs_to_evaluate(runs) -> list[Path]:
+    """Notebook 04's run folders: each of `runs` (relative to the project; one folder may come as a
+    string, as papermill passes it), or the newest run, trained first when there is none."""
+    if isinstance(runs, (str, Path)):
+        runs = [runs]
+    return [in_project(r) for r in runs] if runs else [ensure_run()]

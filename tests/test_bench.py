@@ -98,7 +98,7 @@ def test_table_on_stdout(tiny_bench):
 
 
 def test_same_weights_check_catches_different_weights():
-    from atomlib.evaluation.bench import BenchShape, build_models, same_weights_check
+    from atomlib.evaluation.bench_models import BenchShape, build_models, same_weights_check
 
     shape = BenchShape(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=40, new_tokens=8, prompt_tokens=4)
     atom, hf = build_models(shape)
@@ -110,7 +110,7 @@ def test_same_weights_check_catches_different_weights():
 
 
 def test_vocabulary_falls_back_to_96_and_says_so():
-    from atomlib.evaluation.bench import DEFAULT_VOCAB, _vocabulary
+    from atomlib.evaluation.bench_models import DEFAULT_VOCAB, _vocabulary
 
     chars, note = _vocabulary("no-such-dataset-here")
     assert len(chars) == DEFAULT_VOCAB and "\n" in chars and "96" in note
@@ -132,7 +132,7 @@ def test_profile_prints_the_top_ops_of_each_contestant():
 
 
 def test_precision_kl_is_small_for_bf16_and_absent_for_float32():
-    from atomlib.evaluation.bench import BenchShape, build_models, next_token_kl
+    from atomlib.evaluation.bench_models import BenchShape, build_models, next_token_kl
 
     shape = BenchShape(n_layer=2, n_head=2, n_embd=64, block_size=32, vocab_size=40, new_tokens=24, prompt_tokens=8)
     atom, _ = build_models(shape)
@@ -143,7 +143,7 @@ def test_precision_kl_is_small_for_bf16_and_absent_for_float32():
 
 
 def test_a_run_may_report_its_own_seconds():
-    from atomlib.evaluation.bench import Contestant, time_rounds
+    from atomlib.evaluation.bench_timing import Contestant, time_rounds
 
     calls = []
     c = Contestant("x", "x", run=lambda: calls.append(1) or 0.25, tokens=10, rounds=3)
@@ -159,7 +159,8 @@ def test_kernel_floor_runs_exactly_the_models_kernels_of_every_step(monkeypatch)
     import torch.nn.functional as F
 
     from atomlib.model import kernels
-    from atomlib.evaluation.bench import BenchShape, build_models, kernel_floor
+    from atomlib.evaluation.bench_rows import kernel_floor
+    from atomlib.evaluation.bench_models import BenchShape, build_models
 
     shape = BenchShape(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=40, new_tokens=5, prompt_tokens=3)
     atom, _ = build_models(shape)
@@ -190,3 +191,38 @@ def test_kernel_floor_runs_exactly_the_models_kernels_of_every_step(monkeypatch)
     assert all(n == tries * shape.new_tokens for n in counts.values()), counts
     want = [end for end in range(4, 9) for _ in range(tries) for _ in range(shape.n_layer)]
     assert lengths == want
+
+
+def test_ratios_divide_medians_and_generation_takes_the_lower_of_one_and_batch():
+    from atomlib.evaluation.bench_report import ratios, targets
+
+    def rows(**rates):
+        return {k: {"tokens_per_s": v, "best_tokens_per_s": 2 * v} for k, v in rates.items()}
+
+    train = rows(atom_auto=300.0, hf_fp32=100.0, atom_bf16=50.0, hf_bf16=25.0, atom_fp32=200.0)
+    gen = rows(atom_generate_1=400.0, hf_generate_1=100.0, atom_generate_2=300.0, hf_generate_2=150.0,
+               atom_nocache_1=20.0, atom_kernels_1=800.0, atom_kernels_2=600.0)
+    r = ratios(train, gen, 2)
+    assert (r["train_vs_hf_fp32"], r["train_vs_hf_bf16"], r["train_fp32_vs_hf_fp32"]) == (3.0, 2.0, 2.0)
+    assert (r["generate_1_vs_hf"], r["generate_2_vs_hf"], r["generate_vs_hf"]) == (4.0, 2.0, 2.0)
+    assert r["generate_vs_nocache"] == 20.0 and r["generate_ceiling_vs_hf"] == 4.0
+    assert "generate_fp32_1_vs_hf" not in r  # only when ATOM also ran in float32
+    assert ratios(train, gen, 2, "best_tokens_per_s") == r  # both sides doubled
+    t = targets("no_bf16_units", r)
+    assert t["train_vs_hf_fp32"] == {"target": 1.3, "value": 3.0, "met": True}
+    assert t["generate_vs_hf"]["met"] is False and "train_vs_hf_bf16" not in t
+
+
+def test_train_rows_add_mfu_and_name_the_row_auto_picks():
+    from atomlib.evaluation.bench import Plan, train_rows
+    from atomlib.evaluation.bench_timing import Contestant
+
+    rows = [Contestant(k, k.upper(), run=None, tokens=1000, rounds=2, settings={"dtype": d}, seconds=[2.0, 1.0])
+            for k, d in (("atom_fp32", "float32"), ("hf_fp32", "float32"), ("atom_bf16", "bfloat16"))]
+    out = train_rows(rows, {"float32": 1e6, "bfloat16": 0.0}, 100.0, 2, torch.float32, False)
+    assert out["atom_fp32"]["tokens_per_s"] == 750.0 and out["atom_fp32"]["mfu"] == pytest.approx(100 * 750 / 1e6)
+    assert out["atom_fp32"]["step_ms"] == 750.0 and out["atom_bf16"]["mfu"] is None  # no peak, no MFU
+    assert out["atom_auto"]["same_as"] == "atom_fp32" and out["atom_auto"]["label"] == "ATOM auto (= ATOM_FP32)"
+    assert Plan.of(tiny=True, rounds=None) == Plan(2, 2, (None, None), 1)
+    assert Plan.of(tiny=False, rounds=4) == Plan(4, 4, (None, None), 2)
+    assert Plan.of(tiny=False, rounds=None).budgets[0] is not None  # a default run has a time budget

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from atomlib.apps.commands import COMMANDS, find, for_setting, help_text, parse_setting
+from atomlib.apps.commands import COMMANDS, find, help_text, parse_setting
 from atomlib.apps.session import ChatSession, ChatSettings
 from atomlib.errors import AtomError
 from atomlib.generation.presets import PRESETS, params_for

@@ -13,7 +13,7 @@ import torch
 
 from atomlib.errors import AtomError
 from atomlib.evaluation import plots
-from atomlib.evaluation.evaluate import EvalOptions, evaluate_run, evaluate_runs, runs_to_evaluate
+from atomlib.evaluation.evaluate import EvalOptions, evaluate_run, evaluate_runs
 from atomlib.evaluation.loss import chars_per_token, run_meta, split_documents, split_text, val_loss, val_windows
 from atomlib.evaluation.metrics import ThemeLexicon
 from atomlib.evaluation.report import (example_samples, kind_frame, quality_frame, render_quality_table, samples_frame,
@@ -24,6 +24,7 @@ from atomlib.evaluation.scoring import METRICS, Relevance, aggregate, by_metric,
 from atomlib.generation.adaptive import KINDS
 from atomlib.generation.answer import Settings, answer
 from atomlib.generation.completion import default_params
+from atomlib.notebook import runs_to_evaluate
 from atomlib.paths import project_root
 from conftest import atom_cmd
 

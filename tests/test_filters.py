@@ -217,7 +217,7 @@ def test_a_result_reads_as_a_verdict_and_stage_rows():
     assert apply_filters("!!").verdict == "rejected: " + apply_filters("!!").reason
 
 
-class _Sample:  # what filter_sample reads of a sampling.Generation
+class _Sample:  # what filter_sample reads of a engine.Generation
     def __init__(self, text, finish_reason):
         self.text, self.finish_reason = text, finish_reason
 

@@ -9,7 +9,8 @@ from atomlib.model import kernels
 from atomlib.device import ThreadChoice, autocast
 from atomlib.errors import AtomError
 from atomlib.model.gpt import GPT, GPTConfig
-from atomlib.generation.sampling import SamplingParams, generate
+from atomlib.generation.engine import generate
+from atomlib.generation.sampling import SamplingParams
 from atomlib.data.tokenizer import CharTokenizer
 
 TOK = CharTokenizer(sorted(set("abcdefghijklmnopqrstuvwxyz .,\n")))
@@ -50,6 +51,27 @@ def test_outside_a_store_or_with_gradients_linear_is_plain_autocast():
     assert plain.dtype == y.dtype == torch.bfloat16 and y.requires_grad
 
 
+def test_without_the_private_onednn_ops_the_public_path_computes_the_same_function(monkeypatch):
+    """A torch whose torch.ops.mkldnn lacks the packed bf16 linear: the check says so, and the
+    cached bf16 weights go through F.linear, giving a bf16 product (activations included) and a
+    bf16 decoding as close to the float32 model as the packed path must be."""
+    monkeypatch.setattr(torch.ops, "mkldnn", object())  # no _reorder_linear_weight, no _linear_pointwise
+    monkeypatch.setattr(kernels, "_ONEDNN_OK", None)  # forget this process's earlier answer
+    assert kernels.onednn_bf16_works() is False
+    torch.manual_seed(0)
+    x = torch.randn(5, 64)
+    for activation in (None, "gelu", "relu2"):
+        lin = kernels.Linear(64, 96, bias=True, activation=activation)
+        want = kernels.activate(F.linear(x.bfloat16(), lin.weight.bfloat16(), lin.bias.bfloat16()), activation)
+        store = {}
+        with torch.no_grad(), autocast(CPU, torch.bfloat16), kernels.bf16_weights(store):
+            got = lin(x)
+        assert store[lin][2] is False  # not packed
+        assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+    model = tiny_model(n_embd=128)
+    assert next_token_kl(model, torch.randint(0, TOK.vocab_size, (2, 40))) < 1e-4
+
+
 def next_token_kl(model, idx) -> float:
     """Largest KL(model's float32 next-token distribution || bf16 decoding with the cache) over 20 steps."""
     with torch.no_grad():
@@ -74,7 +96,7 @@ def test_bf16_decoding_stays_close_to_the_float32_model(switches, monkeypatch):
             if ".ln_" in name and name.endswith("weight"):
                 p.add_(0.3 * torch.randn_like(p))
     idx = torch.randint(0, TOK.vocab_size, (2, 40))
-    assert next_token_kl(model, idx) < 1e-4  # measured: ~2e-6
+    assert next_token_kl(model, idx) < 1e-4
     # the measure sees a real mistake: decoding steps that attend to the new token only
     real = kernels.cached_attention
     monkeypatch.setattr("atomlib.model.gpt.cached_attention", lambda q, k, v, past: real(q, k[:, :, past:], v[:, :, past:], 0))
@@ -115,17 +137,17 @@ def test_precision_is_checked():
 
 def test_auto_precision_follows_the_hardware_and_the_model_size(monkeypatch):
     from atomlib import device
-    from atomlib.generation import sampling
+    from atomlib.generation import engine
 
     small = tiny_model()
     big = GPT(GPTConfig(block_size=16, vocab_size=TOK.vocab_size, n_layer=6, n_head=8, n_embd=512))
-    assert sum(p.numel() for p in big.parameters()) >= sampling.BF16_DECODE_MIN_PARAMS
+    assert sum(p.numel() for p in big.parameters()) >= engine.BF16_DECODE_MIN_PARAMS
     monkeypatch.setattr(device, "cpu_bf16_is_fast", lambda: True)
-    assert sampling.matmul_dtype("auto", CPU, big) == torch.bfloat16
-    assert sampling.matmul_dtype("auto", CPU, small) == torch.float32  # weights in cache: float32 is faster
-    assert sampling.matmul_dtype("bfloat16", CPU, small) == torch.bfloat16  # asked for: given
+    assert engine.matmul_dtype("auto", CPU, big) == torch.bfloat16
+    assert engine.matmul_dtype("auto", CPU, small) == torch.float32  # weights in cache: float32 is faster
+    assert engine.matmul_dtype("bfloat16", CPU, small) == torch.bfloat16  # asked for: given
     monkeypatch.setattr(device, "cpu_bf16_is_fast", lambda: False)  # emulated bf16: never by default
-    assert sampling.matmul_dtype("auto", CPU, big) == torch.float32
+    assert engine.matmul_dtype("auto", CPU, big) == torch.float32
 
 
 # --- attention and activations -------------------------------------------------------------

@@ -58,6 +58,30 @@ def test_kv_cache_chunked_prefill_after_a_prefix_equals_full_forward():
     torch.testing.assert_close(last[:, 0], full[:, 11], atol=1e-5, rtol=1e-4)
 
 
+def test_kv_cache_fill_rows_copies_one_prompt_into_every_row_and_layer_reads_by_name():
+    """A prompt prefilled once at batch 1 and copied into each row continues exactly as if each
+    row had been prefilled itself; layer(i) gives that layer's keys and values up to pos."""
+    model = small_model(seed=2)
+    idx = torch.randint(0, 50, (1, 9))
+    nxt = torch.randint(0, 50, (3, 1))
+    with torch.no_grad():
+        one = model.new_cache(1, max_len=9)
+        model(idx, cache=one)
+        rows = model.new_cache(3)
+        rows.fill_rows(one)
+        got, _ = model(nxt, cache=rows)
+        each = model.new_cache(3)
+        model(idx.expand(3, -1), cache=each)
+        want, _ = model(nxt, cache=each)
+    assert rows.pos == each.pos == 10
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    for i in range(model.config.n_layer):
+        k, v = rows.layer(i)
+        assert k.shape == v.shape == (3, model.config.n_head, 10, model.config.n_embd // model.config.n_head)
+        torch.testing.assert_close(k, each.layer(i)[0], atol=1e-5, rtol=1e-4)
+        assert rows.layer(i, 4)[1].shape[2] == 4
+
+
 def test_forward_past_the_block_size_is_refused():
     model = small_model(block_size=16)
     with pytest.raises(ValueError, match="block size"):
@@ -130,6 +154,20 @@ def test_from_pretrained_of_a_folder_without_gpt2_weights_fails_clearly(tmp_path
     with pytest.raises(AtomError) as e:
         GPT.from_pretrained(tmp_path)
     assert str(tmp_path) in str(e.value) and one_sentence(str(e.value))
+
+
+def test_gpt2_weights_of_another_shape_fail_clearly(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from atomlib.model.gpt2_import import copy_gpt2_weights, gpt2_shape
+
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=32, n_embd=32, n_layer=2, n_head=2))
+    shape = gpt2_shape(hf.config)
+    assert shape == dict(block_size=32, vocab_size=50, n_layer=2, n_head=2, n_embd=32, bias=True)
+    wider = GPT(GPTConfig(**{**shape, "n_embd": 48}))
+    with pytest.raises(AtomError) as e:
+        copy_gpt2_weights(wider, hf.state_dict(), "my-gpt2")
+    assert "my-gpt2" in str(e.value) and "shape" in str(e.value) and one_sentence(str(e.value))
 
 
 # --- nanoGPT interface ---------------------------------------------------------------------
@@ -222,7 +260,8 @@ def test_generate_shape_top_k_and_sliding_window():
 
 
 def test_generate_is_the_decode_loop_and_reproducible_under_manual_seed():
-    from atomlib.generation.sampling import SamplingParams, decode_ids
+    from atomlib.generation.engine import decode_ids
+    from atomlib.generation.sampling import SamplingParams
 
     model = small_model()
     idx = torch.randint(0, 50, (3, 6))  # three different prompts, one per row
@@ -231,7 +270,7 @@ def test_generate_is_the_decode_loop_and_reproducible_under_manual_seed():
     torch.manual_seed(7)
     b = model.generate(idx, max_new_tokens=12, temperature=0.9, top_k=10)
     assert torch.equal(a, b)
-    # the same loop sampling.generate runs: an explicit seed gives what decode_ids gives
+    # the same loop engine.generate runs: an explicit seed gives what decode_ids gives
     c = model.generate(idx, max_new_tokens=12, temperature=0.9, top_k=10, seed=3)
     p = SamplingParams(temperature=0.9, top_k=10, max_new_tokens=12, min_new_tokens=12, num_samples=3, seed=3,
                        stop_at_eot=False)

@@ -109,3 +109,11 @@ def test_committed_notebooks_carry_no_outputs():
         cells = json.loads(nb.read_text())["cells"]
         assert not any(c.get("outputs") for c in cells), nb.name
         assert sum("parameters" in c.get("metadata", {}).get("tags", []) for c in cells) == 1, nb.name
+
+
+def test_the_cli_module_loads_no_torch():
+    """cli.py's reason for importing the torch stages inside their handlers: `atom --help`, usage
+    errors and the data commands answer without loading torch."""
+    code = "import sys, atomlib.cli; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

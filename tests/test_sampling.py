@@ -13,16 +13,16 @@ import torch.nn as nn
 
 from atomlib.errors import AtomError
 from atomlib.model.gpt import GPT, GPTConfig
+from atomlib.generation.engine import generate, generate_nocache, stream
+from atomlib.generation.textstream import TextTracker
 from atomlib.generation.sampling import (
     SamplingParams,
+    TokenSampler,
     apply_frequency_presence,
     apply_repetition_penalty,
     filter_logits,
-    generate,
-    generate_nocache,
     next_token_probs,
     sample_from_probs,
-    stream,
     top_k_filter,
     top_p_filter,
 )
@@ -45,8 +45,9 @@ def tiny_model(block_size=32, n_layer=2, n_embd=32, bias=False, seed=0, vocab=No
 class _StubCache:
     def __init__(self, batch, max_len):
         self.pos, self.max_len = 0, max_len
-        self.k = torch.zeros(1, batch, 1, max_len, 1)  # (the loop copies a batch-1 prefill into every row)
-        self.v = torch.zeros(1, batch, 1, max_len, 1)
+
+    def fill_rows(self, one):  # the loop copies a batch-1 prefill into every row
+        self.pos = one.pos
 
     def reset(self):
         self.pos = 0
@@ -195,6 +196,46 @@ def test_frequency_and_presence_penalties():
     assert torch.allclose(apply_frequency_presence(logits, counts, 0.5, 0.0), torch.tensor([[-1.5, -0.5, 0.0]]))
     assert torch.allclose(apply_frequency_presence(logits, counts, 0.0, 0.7), torch.tensor([[-0.7, -0.7, 0.0]]))
     assert torch.allclose(apply_frequency_presence(logits, counts, 0.5, 0.7), torch.tensor([[-2.2, -1.2, 0.0]]))
+
+
+def test_token_sampler_forgets_what_leaves_the_repetition_window():
+    """The penalty looks back over the last repetition_window tokens of prompt + generation: a
+    token written at step t is counted, the one that slid out of the window no longer is."""
+    seq = torch.tensor([[0, 1, 0, 0]])  # prompt 0 1; the loop writes the new tokens after it
+    params = SamplingParams(temperature=0, repetition_penalty=100.0, repetition_window=2, max_new_tokens=2)
+    sampler = TokenSampler(params, seq, 2, vocab_size=3, eot=None)
+    logits = torch.tensor([[3.0, 2.0, 1.0]])
+    nxt, lp = sampler.draw(logits, 0)
+    assert nxt.tolist() == [2]  # 0 and 1 are in the window: penalised below token 2
+    assert lp.item() == pytest.approx(torch.log_softmax(logits, -1)[0, 2].item())  # the model's own log-prob
+    seq[:, 2] = nxt
+    sampler.observe(seq, 2)  # the window is now [1, 2]: token 0 left it
+    assert sampler.draw(logits, 1)[0].tolist() == [0]
+
+
+def test_token_sampler_bans_end_of_text_before_min_new_tokens_and_is_seeded():
+    seq = torch.zeros((4, 6), dtype=torch.long)
+    params = SamplingParams(temperature=1.0, min_new_tokens=2, max_new_tokens=4, num_samples=4, seed=9)
+    logits = torch.tensor([[0.0, 0.0, 9.0]]).expand(4, -1)  # token 2 (end-of-text here) all but certain
+    a = TokenSampler(params, seq, 2, vocab_size=3, eot=2)
+    assert 2 not in a.draw(logits, 1)[0].tolist()
+    assert a.draw(logits, 2)[0].tolist() == [2, 2, 2, 2]
+    flat = torch.zeros(4, 3)  # a uniform draw: the run's own seeded generator decides it
+    first, again = (TokenSampler(params, seq, 2, 3, None).draw(flat, 0)[0] for _ in range(2))
+    assert torch.equal(first, again)
+
+
+def test_text_tracker_never_streams_the_start_of_a_stop_string():
+    tok = CharTokenizer(CHARS)
+    tracker = TextTracker(tok, 1, ("\n\n",), 0, None, streaming=True)
+    pieces = []
+    for t, ch in enumerate("one\ntwo\n\nthree"):
+        pieces += [piece for _, piece in tracker.push(tok.encode(ch), t)]
+        if tracker.active == 0:
+            break
+    assert "".join(pieces) == tracker.texts[0] == "one\ntwo"
+    assert tracker.reasons == ["stop"] and tracker.ntokens == [9]  # the token completing the stop is counted
+    assert all(not piece.endswith("\n") for piece in pieces[:-1])  # a lone newline was held back first
 
 
 # --- the loop, on stub models ----------------------------------------------------------------

@@ -240,14 +240,3 @@ def run_script(session: ChatSession, lines, out=None) -> None:
     each input and its answer (a scripted exchange for notebooks, demos and tests)."""
     text = "\n".join(lines) + "\n"
     Terminal(session, stdin=io.StringIO(text), stdout=out or sys.stdout, interactive=False).run()
-
-
-def chat_command(args) -> None:
-    """`atom chat`: load the run, then the terminal loop (or one line per prompt from a pipe)."""
-    session = ChatSession.from_run(args.run, device=getattr(args, "device", "auto"), mode=args.mode,
-                                   enhance=args.enhance, lmstudio_url=args.lmstudio_url)
-    if args.enhance:
-        session.enhancer.check()
-    code = Terminal(session).run()
-    if code:
-        raise SystemExit(code)

@@ -30,12 +30,11 @@ from atomlib.evaluation.char_ngrams import CharNgramModel
 from atomlib.evaluation.copying import CopyIndex
 from atomlib.evaluation.loss import measure_lm, run_meta, split_documents, split_text
 from atomlib.evaluation.metrics import ThemeLexicon
-from atomlib.evaluation.report import render_quality_table, write_eval
+from atomlib.evaluation.report import write_eval
 from atomlib.evaluation.samples import (BASELINES, baseline_samples, completion_samples, default_prompts_path,
                                         first_per_kind, generate_samples, load_prompts)
 from atomlib.evaluation.scoring import COPY_SPAN, Relevance, by_metric, completion_summary, score_samples
 from atomlib.model.checkpoint import load_run
-from atomlib.notebook import ensure_run, in_project
 from atomlib.paths import project_root, resolve_run
 
 
@@ -187,27 +186,6 @@ def _show_path(p: Path) -> str:
 
 
 # --- the command line and the notebook ------------------------------------------------------------
-
-
-def eval_command(args) -> None:
-    """`atom eval`: evaluate a run and print the quality table."""
-    result = evaluate_run(run=args.run, prompts=args.prompts, num_samples=args.num_samples, seed=args.seed,
-                          val_batches=args.val_batches, device=getattr(args, "device", "auto"),
-                          relevance=getattr(args, "relevance", "auto"),
-                          max_new_tokens=getattr(args, "max_new_tokens", None),
-                          prompts_per_kind=getattr(args, "prompts_per_kind", None))
-    print(render_quality_table(result))
-    run = Path(result["settings"]["run"])
-    print(f"\nwrote {run / 'eval.json'} and {run / 'eval_samples.jsonl'} "
-          f"({result['settings']['seconds']['total']:.0f}s)")
-
-
-def runs_to_evaluate(runs) -> list[Path]:
-    """Notebook 04's run folders: each of `runs` (relative to the project; one folder may come as a
-    string, as papermill passes it), or the newest run, trained first when there is none."""
-    if isinstance(runs, (str, Path)):
-        runs = [runs]
-    return [in_project(r) for r in runs] if runs else [ensure_run()]
 
 
 def evaluate_runs(run_dirs, **options) -> dict[str, dict]:

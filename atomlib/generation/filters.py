@@ -369,5 +369,5 @@ def apply_filters(text: str, prompt: str | None = None, *, complete: bool | None
 
 
 def filter_sample(gen, prompt: str | None = None) -> FilterResult:
-    """apply_filters on a sampling.Generation: complete when it ended at a stop string or end-of-text."""
+    """apply_filters on a engine.Generation: complete when it ended at a stop string or end-of-text."""
     return apply_filters(gen.text, prompt=prompt, complete=gen.finish_reason in CLEAN_ENDS)

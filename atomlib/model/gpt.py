@@ -31,7 +31,11 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from atomlib.generation.engine import decode_ids
+from atomlib.generation.sampling import SamplingParams
+from atomlib.model.gpt2_import import copy_gpt2_weights, gpt2_shape, load_hf_gpt2
 from atomlib.model.kernels import Linear, cached_attention, causal_attention
+from atomlib.training.optim import adamw
 
 POS_EMBS = ("learned", "rope")
 NORMS = ("layernorm", "rmsnorm")
@@ -84,7 +88,20 @@ class KVCache:
         t0, t1 = self.pos, self.pos + k.size(2)
         self.k[layer, :, :, t0:t1] = k
         self.v[layer, :, :, t0:t1] = v
-        return cached_attention(q, self.k[layer, :, :, :t1], self.v[layer, :, :, :t1], past=t0)
+        return cached_attention(q, *self.layer(layer, t1), past=t0)
+
+    def layer(self, layer: int, end: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views of one layer's keys and values at positions [0, end) (default: the cached pos),
+        (batch, n_head, end, head_dim) each."""
+        end = self.pos if end is None else end
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def fill_rows(self, one: "KVCache") -> None:
+        """Copy a batch-1 cache's tokens into every row of this one: one prompt, prefilled once for a batch."""
+        n = one.pos
+        self.k[:, :, :, :n].copy_(one.k[:, :, :, :n])
+        self.v[:, :, :, :n].copy_(one.v[:, :, :, :n])
+        self.pos = n
 
     def reset(self):
         self.pos = 0
@@ -278,16 +295,17 @@ class GPT(nn.Module):
     def from_pretrained(cls, name_or_folder, override_args: dict | None = None) -> "GPT":
         """Hugging Face GPT-2 weights: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', or a folder
         written by GPT2LMHeadModel.save_pretrained. Only dropout may be overridden."""
-        from atomlib.model.gpt2_import import load_gpt2
-
-        return load_gpt2(cls, name_or_folder, override_args)
+        override_args = override_args or {}
+        assert all(k == "dropout" for k in override_args), "only dropout can be overridden"
+        hf = load_hf_gpt2(name_or_folder)
+        model = cls(GPTConfig(**gpt2_shape(hf.config), dropout=override_args.get("dropout", 0.0)))
+        copy_gpt2_weights(model, hf.state_dict(), name_or_folder)
+        return model
 
     # --- training helpers ----------------------------------------------------------------------
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         """nanoGPT's optimizer: AdamW with weight decay on matrices only (atomlib.training.optim has the rest)."""
-        from atomlib.training.optim import adamw
-
         return adamw(self, learning_rate, weight_decay, betas, device_type)
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
@@ -303,11 +321,9 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None, precision="auto"):
         """Sample max_new_tokens after each row of idx (B, T) and return idx with them appended,
-        as nanoGPT's generate does; this is the fast decode loop of atomlib.generation.sampling (KV cache,
+        as nanoGPT's generate does; this is the decode loop of atomlib.generation.engine (KV cache,
         matrix products in `precision`, the window sliding past block_size). Without a seed the
         draw comes from torch's global generator, so torch.manual_seed makes it reproducible."""
-        from atomlib.generation.sampling import SamplingParams, decode_ids
-
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens,

@@ -1,8 +1,10 @@
 """OpenAI's GPT-2 weights into the GPT (GPT-2 layout), from a local folder, the hub cache or the hub.
 
-Module names match Hugging Face's GPT2LMHeadModel, so weights load by name; HF's Conv1D layers
-store (in, out) and are transposed into nn.Linear's (out, in). Offline, loading fails in
-seconds with one sentence instead of retrying a download for half a minute.
+GPT.from_pretrained takes three steps: load Hugging Face's GPT2LMHeadModel (`load_hf_gpt2`), read
+its shape (`gpt2_shape`), copy its weights into a GPT of that shape (`copy_gpt2_weights`). Module
+names match GPT2LMHeadModel's, so weights load by name; HF's Conv1D layers store (in, out) and are
+transposed into nn.Linear's (out, in). Offline, loading fails at once with one sentence instead
+of retrying a download. This module never imports the model's, so the model imports it at the top.
 """
 
 from __future__ import annotations
@@ -19,35 +21,32 @@ from atomlib.errors import AtomError
 TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
-def load_gpt2(cls, name_or_folder, override_args: dict | None = None):
-    """A `cls` (GPT) in GPT-2's layout holding the weights of name_or_folder; only dropout may be overridden."""
-    from atomlib.model.gpt import GPTConfig
+def gpt2_shape(hf_config) -> dict:
+    """GPTConfig's arguments for the shape of a Hugging Face GPT2Config (GPT-2's layout, biases on)."""
+    return dict(block_size=hf_config.n_positions, vocab_size=hf_config.vocab_size, n_layer=hf_config.n_layer,
+                n_head=hf_config.n_head, n_embd=hf_config.n_embd, bias=True)
 
-    override_args = override_args or {}
-    assert all(k == "dropout" for k in override_args), "only dropout can be overridden"
-    hf = load_hf_gpt2(name_or_folder)
-    hc = hf.config
-    config = GPTConfig(block_size=hc.n_positions, vocab_size=hc.vocab_size, n_layer=hc.n_layer,
-                       n_head=hc.n_head, n_embd=hc.n_embd, bias=True, dropout=override_args.get("dropout", 0.0))
-    model = cls(config)
-    sd, sd_hf = model.state_dict(), hf.state_dict()
-    keys = [k for k in sd_hf if not k.endswith((".attn.bias", ".attn.masked_bias"))]
+
+def copy_gpt2_weights(model, hf_state: dict, name_or_folder) -> None:
+    """Copy a GPT2LMHeadModel's state dict into model (a GPT of the same shape), by name; HF's
+    Conv1D weights are transposed on the way. A missing or misshapen weight is one clear error."""
+    sd = model.state_dict()
+    keys = [k for k in hf_state if not k.endswith((".attn.bias", ".attn.masked_bias"))]  # HF's mask buffers
     missing = set(sd) - set(keys)
     if missing:
         raise AtomError(f"{name_or_folder} is not a GPT-2 checkpoint (missing {sorted(missing)[0]}).")
     with torch.no_grad():
         for k in keys:
-            w = sd_hf[k].t() if k.endswith(TRANSPOSED) else sd_hf[k]
+            w = hf_state[k].t() if k.endswith(TRANSPOSED) else hf_state[k]
             if w.shape != sd[k].shape:
                 raise AtomError(f"{name_or_folder}: weight {k} has shape {tuple(w.shape)}, expected {tuple(sd[k].shape)}.")
             sd[k].copy_(w)
-    return model
 
 
 def load_hf_gpt2(name_or_folder):
     """A transformers GPT2LMHeadModel from a local folder, the local hub cache, or the hub, or one clear error."""
-    from transformers import GPT2LMHeadModel
-    from transformers.utils import logging as hf_logging
+    from transformers import GPT2LMHeadModel  # lazy: transformers takes seconds to import; only GPT-2 weights need it
+    from transformers.utils import logging as hf_logging  # lazy: as above
 
     hf_logging.set_verbosity_error()  # its retry warnings would bury our one-line error
     folder = Path(str(name_or_folder)).expanduser()

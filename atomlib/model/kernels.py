@@ -8,13 +8,15 @@ kernel computes the same function on this hardware, the module calls it from her
   it, its weights are cast once, packed for oneDNN and kept in `store` for the rest of that
   generation, and the activation runs inside the product. Plain autocast would cast the
   float32 weights again on every call, which costs more than the product at decode sizes.
-  Without oneDNN's bf16 linear the stored bf16 weights go through F.linear instead.
+  The packed product is a private oneDNN op (torch.ops.mkldnn, the one inductor uses); where a
+  build lacks it or it disagrees with a bf16 product (`onednn_bf16_works`), the same bf16
+  weights go through the public F.linear instead: the same function, only slower.
 - `causal_attention`: PyTorch's fused SDPA, except on a CPU in bf16 up to 512 tokens, where
-  three batched matrix products are 2-4x faster (measured, forward and backward).
+  three batched matrix products are faster (forward and backward).
 - `cached_attention`: one query chunk against the KV cache, kept in the cache's precision
-  (float32), outside autocast: PyTorch's CPU attention over a long cache was slower in bf16.
-- the activations: GPT-2's tanh GELU (in bf16 on a CPU as x * sigmoid(2z), 4x faster than
-  PyTorch's tanh kernel there) and ReLU squared.
+  (float32), outside autocast: PyTorch's CPU attention over a long cache is slower in bf16.
+- the activations: GPT-2's tanh GELU (in bf16 on a CPU as x * sigmoid(2z), which avoids
+  PyTorch's full-precision tanh kernel there) and ReLU squared.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ ACTIVATIONS = ("gelu", "relu2")  # gelu: GPT-2's tanh approximation ("gelu_new")
 class SigmoidTanhGELU(torch.autograd.Function):
     """GPT-2's tanh GELU written as x * sigmoid(2 z), z = sqrt(2/pi) (x + 0.044715 x^3): the same
     function (0.5 (1 + tanh z) = sigmoid(2 z)), with its derivative by hand. PyTorch's CPU kernel
-    evaluates tanh to full precision and is ~4x slower than erf-GELU there. The sigmoid is kept
-    for the backward pass."""
+    evaluates tanh to full precision, which is slow in bf16 and buys nothing at bf16's rounding.
+    The sigmoid is kept for the backward pass."""
 
     K = 2 * math.sqrt(2 / math.pi)
     C = 0.044715
@@ -132,7 +134,8 @@ _ONEDNN_OK: bool | None = None
 def onednn_bf16_works() -> bool:
     """Whether PyTorch's oneDNN bf16 linear (a private op that inductor uses) exists here and agrees
     with a bf16 product on a small case, activations included. Checked once; without it the cached
-    bf16 weights go through F.linear (the public path)."""
+    bf16 weights go through F.linear (the public path), so a torch that drops or changes the
+    private op costs speed, never correctness."""
     global _ONEDNN_OK
     if _ONEDNN_OK is None:
         try:
@@ -160,7 +163,7 @@ def _onednn_agrees() -> bool:
 
 
 def matmul_attention_is_faster(q: torch.Tensor) -> bool:
-    """On a CPU in bf16, PyTorch's fused SDPA kernel is 2-4x slower than three plain batched matrix
+    """On a CPU in bf16, PyTorch's fused SDPA kernel is slower than three plain batched matrix
     products up to 512 tokens (forward + backward); in float32, on GPUs and for longer contexts
     SDPA is as fast or faster, so it stays the default."""
     return q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.size(-2) <= 512

@@ -303,12 +303,6 @@ def _slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec)[:60]
 
 
-def race_command(args) -> None:
-    race(args.contestants, dataset=args.dataset, nanogpt=args.nanogpt, out_dir=args.out,
-         target_bpc=args.target_bpc, samples=not args.no_samples, nanogpt_set=args.nanogpt_set,
-         max_iters=args.max_iters)
-
-
 def load_race(folder) -> dict:
     path = Path(folder) / "race.json"
     try:
