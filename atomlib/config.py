@@ -17,15 +17,13 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from atomlib.errors import AtomError
+from atomlib.model.layout import CHOICES as LAYOUT_CHOICES
+from atomlib.model.layout import GPT2_LAYOUT, Layout
 from atomlib.paths import configs_dir
 
 # GPT-2 checkpoints that init_from accepts by name, with their context length.
 GPT2_NAMES = {"gpt2": 1024, "gpt2-medium": 1024, "gpt2-large": 1024, "gpt2-xl": 1024}
 
-
-# The architecture switches as GPT-2 has them (init_from=gpt2 needs exactly these).
-GPT2_LAYOUT = {"pos_emb": "learned", "norm": "layernorm", "qk_norm": False, "mlp": "gelu", "tie_embeddings": True,
-               "logit_softcap": 0.0}
 
 
 class ConfigError(AtomError):
@@ -33,7 +31,10 @@ class ConfigError(AtomError):
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Layout):
+    """Every training setting; the architecture switches (pos_emb, norm, qk_norm, mlp,
+    tie_embeddings, logit_softcap, zero_init) come from model.layout.Layout."""
+
     # model shape (nanoGPT names)
     n_layer: int = 4
     n_head: int = 4
@@ -41,14 +42,6 @@ class TrainConfig:
     block_size: int = 256
     bias: bool = False
     dropout: float = 0.1
-    # architecture switches (model.GPTConfig); the defaults are GPT-2's layout
-    pos_emb: str = "learned"  # learned | rope
-    norm: str = "layernorm"  # layernorm | rmsnorm
-    qk_norm: bool = False  # RMS-normalise queries and keys per head
-    mlp: str = "gelu"  # gelu (tanh) | relu2
-    tie_embeddings: bool = True  # output head = token embedding
-    logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap)
-    zero_init: bool = False  # output projections (and an untied head) start at zero
     # data: a name under data/processed/ or a folder holding train.bin, val.bin, meta.json
     dataset: str = "darkverse"
     # optimisation
@@ -92,9 +85,7 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda", "mps"),
     "dtype": ("auto", "float32", "bfloat16", "float16"),
     "optimizer": ("adamw", "muon"),
-    "pos_emb": ("learned", "rope"),
-    "norm": ("layernorm", "rmsnorm"),
-    "mlp": ("gelu", "relu2"),
+    **LAYOUT_CHOICES,
 }
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
 

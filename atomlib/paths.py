@@ -36,6 +36,7 @@ def configs_dir() -> Path:
 
 
 def data_dir() -> Path:
+    """data/: sources.json (the pinned manifest) and the three folders below, git-ignored."""
     return project_root() / "data"
 
 
@@ -44,6 +45,7 @@ def raw_dir() -> Path:
 
 
 def interim_dir() -> Path:
+    """data/interim/: the cleaned corpus (JSONL) and its cleaning report."""
     return data_dir() / "interim"
 
 
@@ -52,6 +54,7 @@ def processed_dir() -> Path:
 
 
 def outputs_dir() -> Path:
+    """outputs/: what the pipeline makes (runs, races, executed notebooks), never read as input."""
     return project_root() / "outputs"
 
 

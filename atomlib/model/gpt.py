@@ -35,15 +35,14 @@ from atomlib.generation.engine import decode_ids
 from atomlib.generation.sampling import SamplingParams
 from atomlib.model.gpt2_import import copy_gpt2_weights, gpt2_shape, load_hf_gpt2
 from atomlib.model.kernels import Linear, cached_attention, causal_attention
+from atomlib.model.layout import CHOICES, Layout
 from atomlib.training.optim import adamw
-
-POS_EMBS = ("learned", "rope")
-NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "relu2")
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(Layout):
+    """The model's shape; the architecture switches come from layout.Layout (GPT-2's by default)."""
+
     block_size: int = 1024
     vocab_size: int = 50257
     n_layer: int = 12
@@ -51,17 +50,10 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # biases in Linears and LayerNorms, like GPT-2
-    pos_emb: str = "learned"  # learned | rope
-    norm: str = "layernorm"  # layernorm | rmsnorm
-    qk_norm: bool = False
-    mlp: str = "gelu"  # gelu (GPT-2's tanh GELU) | relu2
-    tie_embeddings: bool = True
-    logit_softcap: float = 0.0  # 0: off
-    zero_init: bool = False
     rope_base: float = 10000.0
 
     def __post_init__(self):
-        for key, allowed in (("pos_emb", POS_EMBS), ("norm", NORMS), ("mlp", MLPS)):
+        for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"GPTConfig.{key} must be one of {allowed}, not {getattr(self, key)!r}")
         if self.n_embd % self.n_head or (self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2):

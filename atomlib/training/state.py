@@ -26,12 +26,12 @@ from atomlib.device import ThreadChoice, describe, measure_peak_flops
 from atomlib.errors import AtomError
 from atomlib.model import checkpoint as ckpt
 from atomlib.model.gpt import GPT, GPTConfig
+from atomlib.model.layout import LAYOUT_KEYS
 from atomlib.training.dist import Dist
 from atomlib.training.optim import MuonAdamW, build_optimizer
 
 # keys that fix the model's weights and function (architecture switches included); a resumed run keeps them
-MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "pos_emb", "norm", "qk_norm", "mlp",
-              "tie_embeddings", "logit_softcap", "zero_init")
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", *LAYOUT_KEYS)
 
 
 @dataclass
