@@ -35,31 +35,20 @@ def configs_dir() -> Path:
     return project_root() / "configs"
 
 
-def data_dir() -> Path:
-    """data/: sources.json (the pinned manifest) and the three folders below, git-ignored."""
-    return project_root() / "data"
+DATA_STAGES = ("raw", "interim", "processed")
 
 
-def raw_dir() -> Path:
-    return data_dir() / "raw"
+def data_dir(stage: str = "") -> Path:
+    """data/ (sources.json, the pinned manifest), or one stage's folder in it, each git-ignored:
+    "raw" (as fetched or scraped), "interim" (the cleaned corpus), "processed" (token arrays)."""
+    if stage and stage not in DATA_STAGES:
+        raise ValueError(f"data stage {stage!r} is not one of {DATA_STAGES}")
+    return project_root() / "data" / stage
 
 
-def interim_dir() -> Path:
-    """data/interim/: the cleaned corpus (JSONL) and its cleaning report."""
-    return data_dir() / "interim"
-
-
-def processed_dir() -> Path:
-    return data_dir() / "processed"
-
-
-def outputs_dir() -> Path:
-    """outputs/: what the pipeline makes (runs, races, executed notebooks), never read as input."""
-    return project_root() / "outputs"
-
-
-def runs_dir() -> Path:
-    return outputs_dir() / "runs"
+def outputs_dir(*parts: str) -> Path:
+    """outputs/, or a folder in it ("runs", "races", "notebooks"): what the pipeline makes."""
+    return project_root().joinpath("outputs", *parts)
 
 
 def _mirror(env: str, *beside: str) -> Path | None:
@@ -85,7 +74,7 @@ def tokenizer_mirror() -> Path | None:
 
 def newest_run() -> Path | None:
     """The most recently modified run folder under outputs/runs/ that holds a checkpoint."""
-    root = runs_dir()
+    root = outputs_dir("runs")
     if not root.is_dir():
         return None
     runs = [d for d in root.iterdir() if (d / "state.json").is_file()]
@@ -101,7 +90,7 @@ def resolve_run(run: str | Path | None = None) -> Path:
         return Path(run)
     found = newest_run()
     if found is None:
-        raise AtomError(f"no trained run under {runs_dir()}; train one with `atom train` or pass --run DIR.")
+        raise AtomError(f"no trained run under {outputs_dir('runs')}; train one with `atom train` or pass --run DIR.")
     return found
 
 

@@ -517,7 +517,7 @@ def test_views_of_a_clean_run(tmp_path, capsys):
 
 
 def test_corpus_inputs_without_scraping():
-    raw = paths.raw_dir()
+    raw = paths.data_dir("raw")
     assert data_setup.corpus_inputs() == [raw / "public_domain" / "gutenberg"]
     assert data_setup.corpus_inputs(include_shakespeare=True, local_inputs=["mine.txt"]) == [
         raw / "public_domain" / "gutenberg", raw / "public_domain" / "tinyshakespeare", Path("mine.txt")]

@@ -52,3 +52,11 @@ def test_mirrors_come_from_the_environment(tmp_path, monkeypatch):
     assert paths.corpus_mirror() is None
     (tmp_path / "shared" / "corpus").mkdir(parents=True)
     assert paths.corpus_mirror() == Path(tmp_path / "shared" / "corpus").resolve()
+
+
+def test_data_and_outputs_folders_come_from_the_project_root():
+    root = paths.project_root()
+    assert paths.data_dir() == root / "data" and paths.data_dir("raw") == root / "data" / "raw"
+    assert paths.outputs_dir("runs") == root / "outputs" / "runs" and paths.outputs_dir() == root / "outputs"
+    with pytest.raises(ValueError, match="data stage 'cooked'"):
+        paths.data_dir("cooked")  # a typo must not become a new folder

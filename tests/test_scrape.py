@@ -25,7 +25,7 @@ from fixtures_darklyrics import SITE, FixtureServer, album_page, artist_page, bu
 from atomlib.data import fetcher, setup as data_setup  # noqa: E402
 from atomlib.cli import main  # noqa: E402
 from atomlib.errors import AtomError  # noqa: E402
-from atomlib.paths import raw_dir  # noqa: E402
+from atomlib.paths import data_dir  # noqa: E402
 from atomlib.data.darklyrics import (  # noqa: E402
     ParseError, parse_album_header, parse_album_page, parse_artist_page, parse_letter_index,
 )
@@ -446,8 +446,8 @@ def test_urls_that_shared_a_cache_file_no_longer_do(tmp_path):
 
 def test_corpus_inputs_scrape_the_artists_asked_for(site, capsys):
     inputs = data_setup.corpus_inputs(artists=["amonamarth"], base_url=site.base_url, delay=0, progress=False)
-    assert inputs[0] == raw_dir() / "public_domain" / "gutenberg"
-    assert inputs[1] == raw_dir() / "darklyrics" / "songs.jsonl"  # where the songs landed, in the test project
+    assert inputs[0] == data_dir("raw") / "public_domain" / "gutenberg"
+    assert inputs[1] == data_dir("raw") / "darklyrics" / "songs.jsonl"  # where the songs landed, in the test project
     got = [json.loads(line) for line in inputs[1].read_text(encoding="utf-8").splitlines()]
     assert got == expected_songs(site.base_url, ["amonamarth"])
     assert capsys.readouterr().out.startswith("darklyrics: 1 artists")

@@ -124,7 +124,7 @@ def clean(inputs, out=None, progress=True, near_threshold: float = 0.8) -> dict:
     """
     t0 = time.perf_counter()
     files = expand_inputs(inputs)
-    out = Path(out) if out is not None else paths.interim_dir() / "corpus.jsonl"
+    out = Path(out) if out is not None else paths.data_dir("interim") / "corpus.jsonl"
     tally = _Tally()
     total = sum(f.stat().st_size for f, _ in files)
     with paths.atomic_file(out, "w", encoding="utf-8") as f, \

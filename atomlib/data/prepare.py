@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from atomlib.errors import AtomError
-from atomlib.paths import atomic_file, processed_dir, sha256_file, write_atomic
+from atomlib.paths import atomic_file, data_dir, sha256_file, write_atomic
 from atomlib.data.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer, train_bpe
 
 CHUNK_CHARS = 2000  # documents longer than this are cut at blank lines into pieces of about this size
@@ -39,7 +39,7 @@ def prepare(corpus, tokenizer: str = "char", name: str | None = None, out_dir=No
     vocab_size: the size of a corpus BPE (tokenizer "bpe"; default DEFAULT_BPE_VOCAB)."""
     corpus = Path(corpus)
     _check_arguments(corpus, tokenizer, val_fraction, vocab_size)
-    out = Path(out_dir) if out_dir else processed_dir() / (name or corpus.stem)
+    out = Path(out_dir) if out_dir else data_dir("processed") / (name or corpus.stem)
     # Pass 1: each document's split (seeded); then the tokenizer (a corpus BPE learns from train).
     splits = split_assignment(iter_documents(corpus), val_fraction, seed)
     if not splits:
@@ -173,7 +173,7 @@ def split_long(text: str, size: int = CHUNK_CHARS) -> Iterator[str]:
 def resolve_dataset(name_or_path) -> Path:
     """A dataset name under data/processed/, or a folder path, checked to hold the three files."""
     p = Path(name_or_path)
-    folder = p if (p.is_absolute() or p.exists() or len(p.parts) > 1) else processed_dir() / str(name_or_path)
+    folder = p if (p.is_absolute() or p.exists() or len(p.parts) > 1) else data_dir("processed") / str(name_or_path)
     for f in ("train.bin", "val.bin", "meta.json"):
         if not (folder / f).is_file():
             raise AtomError(f"dataset '{name_or_path}' is missing {folder / f}; run `atom prepare --name {p.name}` "

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from atomlib.data.darklyrics import parse_album_page, parse_artist_page, parse_letter_index
 from atomlib.data.fetcher import Fetcher, PageFailed, PageUnreadable, warn
 from atomlib.errors import AtomError
-from atomlib.paths import raw_dir
+from atomlib.paths import data_dir
 
 DEFAULT_BASE_URL = "http://www.darklyrics.com"
 LETTERS = [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["19"]
@@ -238,8 +238,8 @@ def scrape_darklyrics(artists=(), letters=(), base_url: str = DEFAULT_BASE_URL, 
     if delay < 0:
         raise AtomError(f"--delay {delay} is negative; give the seconds to wait between requests (3 is polite).")
     slugs, letters = _targets(artists, letters)
-    out_dir = Path(out_dir) if out_dir is not None else raw_dir() / "darklyrics"
-    cache_dir = Path(cache_dir) if cache_dir is not None else raw_dir() / "darklyrics" / "cache"
+    out_dir = Path(out_dir) if out_dir is not None else data_dir("raw") / "darklyrics"
+    cache_dir = Path(cache_dir) if cache_dir is not None else data_dir("raw") / "darklyrics" / "cache"
 
     fetcher = Fetcher(base, cache_dir, delay=delay, session=session, retries=retries, backoff=backoff, timeout=timeout)
     fetcher.load_robots()  # first request; ends the run with an AtomError when the site is unreachable

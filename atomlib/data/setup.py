@@ -15,7 +15,7 @@ from atomlib.data.clean import clean
 from atomlib.data.prepare import prepare, resolve_dataset
 from atomlib.data.scrape import DEFAULT_BASE_URL, format_summary, scrape_darklyrics
 from atomlib.data.sources import fetch
-from atomlib.paths import interim_dir, processed_dir, raw_dir
+from atomlib.paths import data_dir
 
 # name -> tokenizer; all are built from the cleaned dark-verse corpus, except shakespeare-char:
 # tiny Shakespeare as nanoGPT uses it (the benchmark text of `atom race`)
@@ -27,9 +27,9 @@ def corpus_inputs(artists=(), base_url: str = DEFAULT_BASE_URL, delay: float = 3
     """What the corpus is cleaned from: the fetched dark-verse works; tiny Shakespeare when asked
     (fetched as a benchmark text, not part of the dark verse); the DarkLyrics songs of `artists`,
     scraped now (a re-run fetches nothing it already has; none when empty); then `local_inputs`."""
-    inputs = [raw_dir() / "public_domain" / "gutenberg"]
+    inputs = [data_dir("raw") / "public_domain" / "gutenberg"]
     if include_shakespeare:
-        inputs.append(raw_dir() / "public_domain" / "tinyshakespeare")
+        inputs.append(data_dir("raw") / "public_domain" / "tinyshakespeare")
     if artists:
         summary = scrape_darklyrics(artists=artists, base_url=base_url, delay=delay, progress=progress)
         print(format_summary(summary))
@@ -39,7 +39,7 @@ def corpus_inputs(artists=(), base_url: str = DEFAULT_BASE_URL, delay: float = 3
 
 def ensure_corpus(progress: bool = True) -> Path:
     """data/interim/corpus.jsonl from the public-domain corpus (fetch + clean), reusing what exists."""
-    corpus = interim_dir() / "corpus.jsonl"
+    corpus = data_dir("interim") / "corpus.jsonl"
     if not corpus.is_file():
         fetch(progress=progress)
         clean(corpus_inputs(progress=progress), out=corpus, progress=progress)
@@ -48,10 +48,10 @@ def ensure_corpus(progress: bool = True) -> Path:
 
 def ensure_dataset(name: str = "darkverse", progress: bool = True) -> Path:
     """data/processed/<name> for the default datasets; other names must already be prepared."""
-    folder = processed_dir() / name
+    folder = data_dir("processed") / name
     if name in DEFAULT_DATASETS and not (folder / "meta.json").is_file():
         corpus = ensure_corpus(progress)
         if name == "shakespeare-char":
-            corpus = raw_dir() / "public_domain" / "tinyshakespeare" / "input.txt"
+            corpus = data_dir("raw") / "public_domain" / "tinyshakespeare" / "input.txt"
         prepare(corpus, tokenizer=DEFAULT_DATASETS[name], name=name, progress=progress)
     return resolve_dataset(name)

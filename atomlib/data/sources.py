@@ -155,7 +155,7 @@ def fetch(mirror=None, out_dir=None, progress=True, session=None, manifest=None)
     stay. Returns the output paths in manifest order.
     """
     works = load_manifest(manifest)
-    out_dir = Path(out_dir) if out_dir is not None else paths.raw_dir() / "public_domain"
+    out_dir = Path(out_dir) if out_dir is not None else paths.data_dir("raw") / "public_domain"
     mirror = _resolve_mirror(mirror)
     done, stats, own_session = [], {"verified": 0, "mirror": 0, "downloaded": 0}, session is None
     total = sum(int(w.get("size", 0)) for w in works) or None

@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from atomlib.paths import raw_dir
+from atomlib.paths import data_dir
 
 DARK_RED = "#5a0000"
 
@@ -24,7 +24,7 @@ DARK_RED = "#5a0000"
 
 def files_table(files: list[Path]) -> pd.DataFrame:
     """The fetched files, as paths under data/raw/, with their sizes in kB."""
-    return pd.DataFrame([{"file": p.relative_to(raw_dir()).as_posix(), "kB": round(p.stat().st_size / 1024)}
+    return pd.DataFrame([{"file": p.relative_to(data_dir("raw")).as_posix(), "kB": round(p.stat().st_size / 1024)}
                          for p in files])
 
 

@@ -27,32 +27,27 @@ from atomlib.generation.filters import is_word
 
 COPY_SPAN = 50  # characters: a copied span at least this long counts as memorised
 
-# Aggregated generation metrics, in table order: key -> (label, how the group value is formed)
-METRICS = {
-    # is it clean text?
-    "artifact_free_rate": ("artifact-free rate", "share of outputs from which strip_artifacts removed nothing"),
-    "filter_pass_rate": ("passes all filters", "share of outputs that pass the whole filter pipeline"),
-    "known_word_rate": ("known words", "mean share of an output's words that are English words (dictionary)"),
-    # does it repeat itself?
-    "repeated_lines": ("repeated lines", "mean share of lines that repeat an earlier line of the same output"),
-    "repeated_4grams": ("repeated 4-grams", "mean share of word 4-grams that repeat within an output"),
-    # how varied is its vocabulary?
-    "distinct_1": ("distinct-1", "distinct words / words, pooled over the outputs"),
-    "distinct_2": ("distinct-2", "distinct word bigrams / bigrams, pooled"),
-    "distinct_3": ("distinct-3", "distinct word trigrams / trigrams, pooled"),
-    # is it verse, and about the prompt?
-    "rhyme_density": ("rhyme density", "mean share of adjacent line pairs whose last words rhyme (CMU dict)"),
-    "theme_consistency": ("theme consistency", "share of outputs using a word of the prompt's themes (lexicon)"),
-    "relevance": ("prompt relevance", "mean cosine of prompt and output (MiniLM or char TF-IDF)"),
-    # is it copied from the training text?
-    "copy_rate": ("copy rate", "mean longest substring found in the train split / output length"),
-    "copied_50_share": (f"copied span >= {COPY_SPAN} chars", "share of outputs with a verbatim train span that long"),
-    # how long is it; do completions finish their line?
-    "mean_chars": ("output length (chars)", "mean characters per output"),
-    "completion_success_rate": ("completion success", "share of unfinished lines whose chosen completion ends at "
-                                                      "a boundary and passes all filters"),
-    "completion_known_word_rate": ("completion known words", "mean share of dictionary words in the chosen completions"),
-}
+# Aggregated generation metrics, in table order: key | label | how the group value is formed.
+_METRIC_TABLE = """
+artifact_free_rate         | artifact-free rate          | share of outputs from which strip_artifacts removed nothing
+filter_pass_rate           | passes all filters          | share of outputs that pass the whole filter pipeline
+known_word_rate            | known words                 | mean share of an output's words that are English words (dictionary)
+repeated_lines             | repeated lines              | mean share of lines that repeat an earlier line of the same output
+repeated_4grams            | repeated 4-grams            | mean share of word 4-grams that repeat within an output
+distinct_1                 | distinct-1                  | distinct words / words, pooled over the outputs
+distinct_2                 | distinct-2                  | distinct word bigrams / bigrams, pooled
+distinct_3                 | distinct-3                  | distinct word trigrams / trigrams, pooled
+rhyme_density              | rhyme density               | mean share of adjacent line pairs whose last words rhyme (CMU dict)
+theme_consistency          | theme consistency           | share of outputs using a word of the prompt's themes (lexicon)
+relevance                  | prompt relevance            | mean cosine of prompt and output (MiniLM or char TF-IDF)
+copy_rate                  | copy rate                   | mean longest substring found in the train split / output length
+copied_50_share            | copied span >= {span} chars | share of outputs with a verbatim train span that long
+mean_chars                 | output length (chars)       | mean characters per output
+completion_success_rate    | completion success          | share of unfinished lines whose chosen completion ends at a boundary and passes all filters
+completion_known_word_rate | completion known words      | mean share of dictionary words in the chosen completions
+"""
+METRICS = {key: (label.format(span=COPY_SPAN), how)
+           for key, label, how in (map(str.strip, row.split("|")) for row in _METRIC_TABLE.strip().splitlines())}
 
 # --- relevance ---------------------------------------------------------------------------------
 

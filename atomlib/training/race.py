@@ -99,7 +99,7 @@ def race(specs: list[str], dataset: str | None = None, nanogpt: str | Path | Non
     nano_dir = _check_nanogpt(nanogpt) if nanogpt is not None else None
     if nano_dir is not None and dataset is None:
         raise AtomError("--nanogpt needs --dataset: the char dataset both train on.")
-    out = Path(out_dir) if out_dir else outputs_dir() / "races" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(out_dir) if out_dir else outputs_dir("races", datetime.now().strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
 
     results = []

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from atomlib.config import TrainConfig
 from atomlib.errors import AtomError
-from atomlib.paths import runs_dir, write_atomic
+from atomlib.paths import outputs_dir, write_atomic
 
 try:
     import fcntl  # POSIX: the run-folder lock; elsewhere trainings are not locked
@@ -41,9 +41,9 @@ except ImportError:  # pragma: no cover
 def default_run_dir(name: str) -> Path:
     """outputs/runs/<config>-<YYYYmmdd-HHMMSS> (with a -2, -3 suffix if that one is taken)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder, n = runs_dir() / f"{name}-{stamp}", 2
+    folder, n = outputs_dir("runs") / f"{name}-{stamp}", 2
     while folder.exists():
-        folder, n = runs_dir() / f"{name}-{stamp}-{n}", n + 1
+        folder, n = outputs_dir("runs") / f"{name}-{stamp}-{n}", n + 1
     return folder
 
 
