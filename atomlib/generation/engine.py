@@ -152,75 +152,112 @@ class _UncachedWindow(_Window):
 # --- the loop ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Run:
-    """One generation's buffers on the device and the rules that end it."""
+class Decoding:
+    """One generation between steps: its buffers on the device, its sampler and the rules that end
+    it. Whoever runs the model hands it each step's logits (take), then asks whether it is over
+    (settle): this loop below, one generation at a time, and the batch scheduler (batcher.py),
+    many at once, so a request decodes the same way in both.
 
-    seq: torch.Tensor  # (B, T0 + N): the prompt, then every sampled id
-    logprobs: torch.Tensor  # (B, N)
-    start: int  # T0, the prompt's length
-    prompt_rows: int  # 1 (one prompt for every sample) or B
-    tracker: TextTracker | None  # text on the host, when stop strings, streaming or end-of-text need it
-    eot: int | None  # the end-of-text id that ends a sample (None: none does)
-    should_stop: Callable[[], bool] | None
+    prompt: token ids (1, T0), one prompt for every sample, or (num_samples, T0), one per row.
+    The tokenizer is needed only for text: stop strings, streaming, end-of-text."""
+
+    def __init__(self, model, prompt: torch.Tensor, params: SamplingParams, tokenizer=None,
+                 should_stop: Callable[[], bool] | None = None, streaming: bool = False):
+        dev = model_device(model)
+        B, N = params.num_samples, params.max_new_tokens
+        if prompt.size(0) not in (1, B):
+            raise AtomError(f"{prompt.size(0)} prompt rows for num_samples={B}; give one prompt or one per sample.")
+        self.params, self.tokenizer, self.should_stop = params, tokenizer, should_stop
+        self.start, self.prompt_rows, self.max_new = prompt.size(1), prompt.size(0), N
+        self.seq = torch.empty((B, self.start + N), dtype=torch.long, device=dev)  # the prompt, then every id
+        self.seq[:, :self.start] = prompt.to(dev)
+        self.logprobs = torch.empty((B, N), dtype=torch.float32, device=dev)
+        self.eot = getattr(tokenizer, "eot_token", None) if params.stop_at_eot else None
+        self.tracker = None  # text on the host, when stop strings, streaming or end-of-text need it
+        if tokenizer is not None and (params.stop or streaming or (self.eot is not None and dev.type == "cpu")):
+            self.tracker = TextTracker(tokenizer, B, params.stop, params.min_new_tokens, self.eot, streaming)
+        # without a tracker, end-of-text is watched on the device: a flag read now and then, not every step
+        self.ended = torch.zeros(B, dtype=torch.bool, device=dev) if self.eot is not None and not self.tracker else None
+        self.sampler = TokenSampler(params, self.seq, self.start, model.config.vocab_size, self.eot) if N else None
+        self.n = 0  # tokens drawn so far
+        self.reason: str | None = None if N else "length"  # set once the generation is over
 
     @property
-    def watch_eot(self) -> bool:
-        """End-of-text is watched on the device (accelerators): a flag read now and then, not every step."""
-        return self.eot is not None and self.tracker is None
+    def rows(self) -> int:
+        return self.seq.size(0)
 
-    def aborted(self) -> bool:
-        return self.should_stop is not None and self.should_stop()
+    @property
+    def end(self) -> int:
+        """Tokens in seq: the prompt and those drawn; the last one is the next step's input."""
+        return self.start + self.n
+
+    def prompt_ids(self) -> torch.Tensor:
+        return self.seq[:self.prompt_rows, :self.start]
+
+    def take(self, logits: torch.Tensor) -> list[tuple[int, str]]:
+        """Draw the next token of every row from logits (rows, V): record it, check the stop rules;
+        returns the (sample, text piece) pairs to stream."""
+        t, end = self.n, self.end
+        nxt, self.logprobs[:, t] = self.sampler.draw(logits, t)
+        self.seq[:, end] = nxt
+        self.sampler.observe(self.seq, end)
+        self.n = t + 1
+        if self.tracker is not None:
+            events = self.tracker.push(nxt.tolist(), t)
+            if self.tracker.active == 0:
+                self.reason = "length"  # (every sample has its own reason already)
+            return events
+        if self.ended is not None:
+            self.ended |= nxt == self.eot
+            if self.n % 16 == 0 and bool(self.ended.all()):
+                self.reason = "length"
+        return []
+
+    def settle(self) -> bool:
+        """After a step's pieces are out: end on should_stop() or at max_new_tokens. True once over."""
+        if self.reason is None and self.should_stop is not None and self.should_stop():
+            self.reason = "aborted"
+        if self.reason is None and self.n >= self.max_new:
+            self.reason = "length"
+        return self.reason is not None
+
+    def close(self) -> list[tuple[int, str]]:
+        """End the samples still running with the generation's reason; the last pieces to stream."""
+        return self.tracker.close(self.n, self.reason) if self.tracker is not None else []
+
+    def generations(self) -> list[Generation]:
+        """One Generation per sample (one host transfer for the batch)."""
+        ids, lps = self.seq[:, self.start:self.end].tolist(), self.logprobs[:, :self.n].tolist()
+        tr = self.tracker
+        if tr is not None:
+            return [Generation(tr.texts[i], ids[i][:tr.ntokens[i]], lps[i][:tr.ntokens[i]], tr.reasons[i])
+                    for i in range(len(ids))]
+        out = []
+        for row, lp in zip(ids, lps):
+            k, why = len(row), self.reason
+            if self.eot is not None and self.eot in row:
+                k, why = row.index(self.eot), "eot"
+            out.append(Generation(self.tokenizer.decode(row[:k]), row[:k], lp[:k], why))
+        return out
 
 
-def _decode(win, sampler: TokenSampler, run: _Run, threads: ThreadChoice):
+def _decode(win, run: Decoding, threads: ThreadChoice):
     """The steps: draw, record, check the stop rules, feed the token back. Yields (sample, text
-    piece) while streaming; returns (tokens generated, finish reason of the unfinished)."""
-    seq, start, N = run.seq, run.start, run.logprobs.size(1)
-    logits = win.prefill(seq[:run.prompt_rows, :start])
-    if run.aborted():
-        return 0, "aborted"
-    ended = torch.zeros(seq.size(0), dtype=torch.bool, device=seq.device) if run.watch_eot else None
-    for t in range(N):
-        end = start + t
-        nxt, run.logprobs[:, t] = sampler.draw(logits, t)
-        seq[:, end] = nxt
-        sampler.observe(seq, end)
-        if run.tracker is not None:
-            events = run.tracker.push(nxt.tolist(), t)
-            if events:
-                threads.off()  # the consumer of the stream never runs with the decode's thread count
-                yield from events
-                threads.on()
-            if run.tracker.active == 0:
-                return t + 1, "length"
-        elif ended is not None:
-            ended |= nxt == run.eot
-            if (t + 1) % 16 == 0 and bool(ended.all()):
-                return t + 1, "length"
-        if run.aborted():
-            return t + 1, "aborted"
-        if t + 1 < N:
-            t_step = time.perf_counter()
-            logits = win.step(seq, end + 1)
-            threads.record(time.perf_counter() - t_step)
-    return N, "length"
-
-
-def _new_run(model, prompt: torch.Tensor, params: SamplingParams, tokenizer, should_stop, streaming: bool) -> _Run:
-    dev = model_device(model)
-    B, N = params.num_samples, params.max_new_tokens
-    if prompt.size(0) not in (1, B):
-        raise AtomError(f"{prompt.size(0)} prompt rows for num_samples={B}; give one prompt or one per sample.")
-    T0 = prompt.size(1)
-    seq = torch.empty((B, T0 + N), dtype=torch.long, device=dev)
-    seq[:, :T0] = prompt.to(dev)
-    eot = getattr(tokenizer, "eot_token", None) if params.stop_at_eot else None
-    tracker = None
-    if tokenizer is not None and (params.stop or streaming or (eot is not None and dev.type == "cpu")):
-        tracker = TextTracker(tokenizer, B, params.stop, params.min_new_tokens, eot, streaming)
-    return _Run(seq, torch.empty((B, N), dtype=torch.float32, device=dev), T0, prompt.size(0), tracker, eot,
-                should_stop)
+    piece) while streaming."""
+    logits = win.prefill(run.prompt_ids())
+    if run.should_stop is not None and run.should_stop():
+        run.reason = "aborted"
+    while not run.reason:
+        events = run.take(logits)
+        if events:
+            threads.off()  # the consumer of the stream never runs with the decode's thread count
+            yield from events
+            threads.on()
+        if run.settle():
+            return
+        t_step = time.perf_counter()
+        logits = win.step(run.seq, run.end)
+        threads.record(time.perf_counter() - t_step)
 
 
 @torch.inference_mode()
@@ -228,18 +265,13 @@ def _generation_steps(model, prompt: torch.Tensor, params: SamplingParams | None
                       should_stop: Callable[[], bool] | None = None, streaming: bool = False,
                       cached: bool = True, window: str = "slide"):
     """The decode loop, as a generator: yields (sample_index, text_piece) while streaming and returns
-    (ids (B, n), logprobs (B, n), tracker or None, finish reason of the unfinished) as StopIteration.value.
-
-    prompt: token ids (1, T0), one prompt for every sample, or (num_samples, T0), one per row.
-    The tokenizer is needed only for text: stop strings, streaming, end-of-text."""
+    the finished Decoding as StopIteration.value."""
     params = (params or SamplingParams()).checked()
-    run = _new_run(model, prompt, params, tokenizer, should_stop, streaming)
-    T0 = run.start
-    if params.max_new_tokens == 0:
-        return run.seq[:, T0:], run.logprobs, None, "length"
-    sampler = TokenSampler(params, run.seq, T0, model.config.vocab_size, run.eot)
+    run = Decoding(model, prompt, params, tokenizer, should_stop, streaming)
+    if run.reason:  # max_new_tokens == 0
+        return run
     dev, block, B = run.seq.device, model.config.block_size, params.num_samples
-    keep = min(params.window_keep or max(block // 2, 1), block)
+    keep = window_keep(params, block)
     dtype = matmul_dtype(params.precision, dev, model)
     threads = ThreadChoice(dev, "ATOM_DECODE_THREADS", enabled=cached)  # (no cache: real matrix work)
     was_training = model.training
@@ -247,51 +279,36 @@ def _generation_steps(model, prompt: torch.Tensor, params: SamplingParams | None
     win = _CachedWindow(model, B, keep, dtype) if cached else _UncachedWindow(model, B, keep, dtype, window)
     threads.on()
     try:
-        n, reason = yield from _decode(win, sampler, run, threads)
+        yield from _decode(win, run, threads)
     finally:
         threads.off()
         model.train(was_training)
-    if run.tracker is not None:
-        yield from run.tracker.close(n, reason)
-    return run.seq[:, T0:T0 + n], run.logprobs[:, :n], run.tracker, reason
+    yield from run.close()
+    return run
 
 
-def _generations(tokenizer, eot: int | None, ids: torch.Tensor, logprobs: torch.Tensor, tracker,
-                 reason: str) -> list[Generation]:
-    """The decode loop's result as one Generation per sample (one host transfer for the batch)."""
-    ids, lps = ids.tolist(), logprobs.tolist()
-    if tracker is not None:
-        return [Generation(tracker.texts[i], ids[i][:tracker.ntokens[i]], lps[i][:tracker.ntokens[i]],
-                           tracker.reasons[i]) for i in range(len(ids))]
-    out = []
-    for row, lp in zip(ids, lps):
-        k, why = len(row), reason
-        if eot is not None and eot in row:
-            k, why = row.index(eot), "eot"
-        out.append(Generation(tokenizer.decode(row[:k]), row[:k], lp[:k], why))
-    return out
+def window_keep(params: SamplingParams, block: int) -> int:
+    """Tokens kept when the window slides past the block size (half a block by default)."""
+    return min(params.window_keep or max(block // 2, 1), block)
 
 
 # --- the calls -----------------------------------------------------------------------------------
 
 
-def _start_ids(tokenizer) -> list[int]:
-    """What an empty prompt becomes: GPT-2's <|endoftext|>, else a newline, else token 0."""
-    if getattr(tokenizer, "eot_token", None) is not None:
-        return [tokenizer.eot_token]
-    ids = tokenizer.encode("\n")
-    return ids[:1] or [0]
+def prompt_ids(tokenizer, prompt: str) -> torch.Tensor:
+    """A text prompt as ids (1, T0); an empty one is GPT-2's <|endoftext|>, else a newline, else token 0."""
+    ids = tokenizer.encode(prompt) if prompt else []
+    if not ids:
+        ids = [tokenizer.eot_token] if getattr(tokenizer, "eot_token", None) is not None else tokenizer.encode("\n")[:1]
+    return torch.tensor([ids or [0]], dtype=torch.long)
 
 
 def _text_steps(model, tokenizer, prompt: str, params: SamplingParams | None, should_stop=None,
                 streaming: bool = False, cached: bool = True, window: str = "slide"):
     """The decode loop on a text prompt: yields streamed pieces, returns the list of Generation."""
-    params = (params or SamplingParams()).checked()
-    ids = (tokenizer.encode(prompt) if prompt else []) or _start_ids(tokenizer)
-    result = yield from _generation_steps(model, torch.tensor([ids], dtype=torch.long), params, tokenizer,
-                                          should_stop, streaming, cached, window)
-    eot = getattr(tokenizer, "eot_token", None) if params.stop_at_eot else None
-    return _generations(tokenizer, eot, *result)
+    run = yield from _generation_steps(model, prompt_ids(tokenizer, prompt), params, tokenizer,
+                                       should_stop, streaming, cached, window)
+    return run.generations()
 
 
 def _drive(steps, on_token=None):
@@ -307,7 +324,8 @@ def _drive(steps, on_token=None):
 
 def decode_ids(model, prompt: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """The new token ids (B, n) after prompt ids (1 or B rows): the decode loop without text."""
-    return _drive(_generation_steps(model, prompt, params))[0]
+    run = _drive(_generation_steps(model, prompt, params))
+    return run.seq[:, run.start:run.end]
 
 
 def generate(model, tokenizer, prompt: str, params: SamplingParams | None = None,
