@@ -355,6 +355,57 @@ def test_every_switch_gives_the_same_logits_cached_and_uncached_at_every_positio
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("switches", [{}, *SWITCHES], ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
+def test_row_cache_rows_at_different_lengths_each_equal_the_full_forward(switches):
+    """Continuous batching's cache: three sequences joined at different times and decoded together,
+    a row leaving mid-way and one whose window restarts, each give the logits of its own full forward."""
+    model = _perturb(small_model(seed=6, **switches))
+    seqs = [torch.randint(0, 50, (1, 30)) for _ in range(3)]
+    starts = [5, 12, 1]  # prompt lengths: each row prefilled alone, then copied in
+    with torch.no_grad():
+        full = [model(s, all_logits=True)[0][0] for s in seqs]
+        rows = model.new_row_cache(4)
+        got = [[] for _ in seqs]
+        for i, (s, t0) in enumerate(zip(seqs, starts)):
+            one = model.new_cache(1, max_len=t0)
+            got[i].append(model(s[:, :t0], cache=one, all_logits=True)[0][0])
+            assert rows.add(one) == i and rows.lengths[i] == t0
+        live = [0, 1, 2]
+        for step in range(18):
+            if step == 10:  # row 0's request is over: it leaves, rows 1 and 2 move up
+                rows.keep([1, 2])
+                live = [1, 2]
+            ids = torch.cat([seqs[i][:, starts[i] + step:starts[i] + step + 1] for i in live])
+            logits = model(ids, cache=rows)[0][:, -1]
+            for r, i in enumerate(live):
+                got[i].append(logits[r:r + 1])
+    for i, t0 in enumerate(starts):
+        n = t0 + (10 if i == 0 else 18)
+        torch.testing.assert_close(torch.cat(got[i]), full[i][:n], atol=1e-5, rtol=1e-4)
+    assert rows.lengths == [starts[1] + 18, starts[2] + 18]
+
+
+def test_row_cache_n_copies_of_one_prompt_and_a_replaced_row():
+    model = _perturb(small_model(seed=7, pos_emb="rope"))
+    idx = torch.randint(0, 50, (1, 20))
+    with torch.no_grad():
+        one = model.new_cache(1, max_len=8)
+        model(idx[:, :8], cache=one)
+        rows = model.new_row_cache(3)
+        assert rows.add(one, copies=3) == 0 and rows.lengths == [8, 8, 8]
+        tail = model.new_cache(1, max_len=5)  # row 1 restarts from 5 tokens of its own (a slid window)
+        model(idx[:, 3:8], cache=tail)
+        rows.set_row(1, tail)
+        got = model(idx[:, 8:9].expand(3, 1), cache=rows)[0][:, -1]
+        want = model(idx[:, :9], all_logits=True)[0][0, -1]
+        want_tail = model(idx[:, 3:9], all_logits=True)[0][0, -1]
+    torch.testing.assert_close(got[0], want, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got[2], want, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got[1], want_tail, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="no room"):
+        rows.add(one)
+
+
 @pytest.mark.parametrize("switches", SWITCHES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
 def test_every_switch_trains_every_parameter(switches):
     model = _perturb(small_model(seed=5, **switches)).train()

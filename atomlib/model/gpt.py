@@ -34,7 +34,8 @@ from torch.nn import functional as F
 from atomlib.generation.engine import decode_ids
 from atomlib.generation.sampling import SamplingParams
 from atomlib.model.gpt2_import import copy_gpt2_weights, gpt2_shape, load_hf_gpt2
-from atomlib.model.kernels import Linear, cached_attention, causal_attention
+from atomlib.model.cache import KVCache, RowCache
+from atomlib.model.kernels import Linear, causal_attention
 from atomlib.model.layout import CHOICES, Layout
 from atomlib.training.optim import adamw
 
@@ -58,45 +59,6 @@ class GPTConfig(Layout):
                 raise ValueError(f"GPTConfig.{key} must be one of {allowed}, not {getattr(self, key)!r}")
         if self.n_embd % self.n_head or (self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2):
             raise ValueError("n_embd must split into n_head heads (of even size with rope)")
-
-
-class KVCache:
-    """Preallocated keys and values of every layer, so a generation step appends in place.
-
-    k, v: (n_layer, batch, n_head, max_len, head_dim). `pos` counts the tokens already in the
-    cache; a forward writes its keys at [pos, pos+T) in every layer, then advances pos.
-    """
-
-    def __init__(self, n_layer, batch_size, n_head, max_len, head_dim, device=None, dtype=None):
-        shape = (n_layer, batch_size, n_head, max_len, head_dim)
-        # empty, not zeros: attention only ever reads positions below pos, all written first
-        self.k = torch.empty(shape, device=device, dtype=dtype)
-        self.v = torch.empty(shape, device=device, dtype=dtype)
-        self.max_len = max_len
-        self.pos = 0
-
-    def attend(self, layer: int, q, k, v):
-        """Store this chunk's keys/values for a layer; attend its queries to everything cached."""
-        t0, t1 = self.pos, self.pos + k.size(2)
-        self.k[layer, :, :, t0:t1] = k
-        self.v[layer, :, :, t0:t1] = v
-        return cached_attention(q, *self.layer(layer, t1), past=t0)
-
-    def layer(self, layer: int, end: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Views of one layer's keys and values at positions [0, end) (default: the cached pos),
-        (batch, n_head, end, head_dim) each."""
-        end = self.pos if end is None else end
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
-
-    def fill_rows(self, one: "KVCache") -> None:
-        """Copy a batch-1 cache's tokens into every row of this one: one prompt, prefilled once for a batch."""
-        n = one.pos
-        self.k[:, :, :, :n].copy_(one.k[:, :, :, :n])
-        self.v[:, :, :, :n].copy_(one.v[:, :, :, :n])
-        self.pos = n
-
-    def reset(self):
-        self.pos = 0
 
 
 def make_norm(config: GPTConfig) -> nn.Module:
@@ -135,6 +97,8 @@ class CausalSelfAttention(nn.Module):
             q, k = F.rms_norm(q, (q.size(-1),), eps=1e-5), F.rms_norm(k, (k.size(-1),), eps=1e-5)
         if rope is not None:
             cos, sin = (t.to(q.dtype) for t in rope)  # keep bf16 under autocast (float32 tables would promote)
+            if cos.dim() == 3:  # per-row positions (B, T, D/2): broadcast over the heads
+                cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             y = cache.attend(layer, q, k, v)
@@ -216,24 +180,26 @@ class GPT(nn.Module):
 
         With targets: logits of every position and the mean cross-entropy (targets of -1 are
         ignored). Without: logits of the last position only, (B, 1, V), unless all_logits. With
-        a cache, idx holds only the new tokens, placed after the cache.pos tokens already cached.
+        a cache, idx holds only the new tokens, placed after the tokens already cached (a RowCache:
+        after each row's own).
         """
         B, T = idx.size()
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"cannot forward {start + T} positions, block size is {self.config.block_size}")
+        where = cache.positions(T) if cache is not None else slice(0, T)  # a slice, or (B, T) per row
         x = self.transformer.wte(idx)
         rope = None
         if self.config.pos_emb == "learned":
-            x = x + self.transformer.wpe.weight[start:start + T]
+            x = x + self.transformer.wpe.weight[where]
         else:
-            rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])
+            rope = (self.rope_cos[where], self.rope_sin[where])
         if self.config.dropout:
             x = F.dropout(x, self.config.dropout, self.training)
         for i, block in enumerate(self.transformer.h):
             x = block(x, rope, cache, i)
         if cache is not None:
-            cache.pos += T
+            cache.advance(T)
         x = self.transformer.ln_f(x)
         if targets is None and not all_logits:
             x = x[:, -1:, :]  # inference: only the last position's logits are needed
@@ -251,6 +217,12 @@ class GPT(nn.Module):
         p = self.transformer.wte.weight
         return KVCache(c.n_layer, batch_size, c.n_head, max_len or c.block_size, c.n_embd // c.n_head,
                        device=device or p.device, dtype=dtype or p.dtype)
+
+    def new_row_cache(self, max_rows: int, device=None, dtype=None) -> RowCache:
+        c = self.config
+        p = self.transformer.wte.weight
+        return RowCache(c.n_layer, max_rows, c.n_head, c.block_size, c.n_embd // c.n_head,
+                        device=device or p.device, dtype=dtype or p.dtype)
 
     def crop_block_size(self, block_size: int):
         """Shrink the context (e.g. GPT-2's 1024 to 256): cut the position table or rotary tables."""

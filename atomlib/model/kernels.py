@@ -14,7 +14,8 @@ kernel computes the same function on this hardware, the module calls it from her
 - `causal_attention`: PyTorch's fused SDPA, except on a CPU in bf16 up to 512 tokens, where
   three batched matrix products are faster (forward and backward).
 - `cached_attention`: one query chunk against the KV cache, kept in the cache's precision
-  (float32), outside autocast: PyTorch's CPU attention over a long cache is slower in bf16.
+  (float32), outside autocast: PyTorch's CPU attention over a long cache is slower in bf16;
+  `masked_attention` the same for rows at different lengths (a per-row mask).
 - the activations: GPT-2's tanh GELU (in bf16 on a CPU as x * sigmoid(2z), which avoids
   PyTorch's full-precision tanh kernel there) and ReLU squared.
 """
@@ -200,3 +201,13 @@ def cached_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: in
         with torch.autocast(q.device.type, enabled=False):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+
+
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """q (B, H, T, D) against k, v (B, H, L, D) where mask (B, 1, T, L) is true: rows of a batch at
+    different lengths (RowCache), in the cache's dtype like cached_attention."""
+    q = q.to(k.dtype)
+    if torch.is_autocast_enabled(q.device.type):
+        with torch.autocast(q.device.type, enabled=False):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
