@@ -72,8 +72,11 @@ class RowCache:
 
     def __init__(self, n_layer, max_rows, n_head, max_len, head_dim, device=None, dtype=None):
         shape = (n_layer, max_rows, n_head, max_len, head_dim)
-        self.k = torch.empty(shape, device=device, dtype=dtype)
-        self.v = torch.empty(shape, device=device, dtype=dtype)
+        # zeros, not empty: a short row's mask hides the positions past its length, but masked
+        # scores are still computed, and uninitialised memory may hold NaN (NaN + -inf is NaN).
+        # What a row leaves behind is finite, so reused rows are safe.
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.max_rows, self.max_len = max_rows, max_len
         self.lengths: list[int] = []  # tokens cached in each row in use
         self._where = None  # (rows, T) positions of the chunk being forwarded
