@@ -12,6 +12,7 @@ neither; tests/test_packaging.py checks that importing this module loads no torc
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -269,11 +270,34 @@ def _run_race(args):
 # --- entry point ---------------------------------------------------------------------------
 
 
+def _add_serve(sub):
+    p = sub.add_parser("serve", help="serve a run over an OpenAI-compatible HTTP API (batched, streamed)")
+    p.add_argument("--run", type=Path, default=None, help="run folder (default: the newest under outputs/runs/)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $ATOM_API_KEY, else none)")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without a key: anyone who can reach the port may use the model")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-tokens", type=int, default=1024, help="cap on a request's max_tokens")
+    p.add_argument("--max-rows", type=int, default=16, help="samples decoded together")
+    p.add_argument("--max-waiting", type=int, default=64, help="requests waiting beyond those (429 above)")
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args):
+    from atomlib.apps.serve import Limits, check_exposure, open_run, serve  # lazy: see the module docstring
+
+    key = args.api_key or os.environ.get("ATOM_API_KEY") or None
+    check_exposure(args.host, key, args.insecure)  # before the model loads
+    limits = Limits(max_tokens=args.max_tokens, max_rows=args.max_rows, max_waiting=args.max_waiting)
+    serve(open_run(args.run, args.device, limits, key), args.host, args.port, args.insecure)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atom", description="ATOM-GPT: small GPTs for metal lyrics and dark verse.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_fetch, _add_scrape, _add_clean, _add_prepare, _add_train,
-                _add_sample, _add_eval, _add_chat, _add_bench, _add_race):
+                _add_sample, _add_eval, _add_chat, _add_bench, _add_race, _add_serve):
         add(sub)
     return parser
 

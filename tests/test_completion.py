@@ -49,7 +49,7 @@ def test_weights_can_be_changed():
     assert c.score == c.parts["length"]
 
 
-def test_complete_line_ranks_one_batch(tiny_run, monkeypatch):
+def test_complete_line_ranks_one_batch(tiny_run):
     from atomlib.generation import completion
     from atomlib.model.checkpoint import load_run
 
@@ -61,9 +61,8 @@ def test_complete_line_ranks_one_batch(tiny_run, monkeypatch):
         seen.append(params)
         return real(model, tokenizer, prompt, params, **kw)
 
-    monkeypatch.setattr(completion, "generate", spy)
     res = complete_line(model, tok, "Upon the midnight", n=5, seed=3,
-                        params=SamplingParams(max_new_tokens=30))
+                        params=SamplingParams(max_new_tokens=30), decode=spy)
     assert isinstance(res, CompletionResult) and len(res.candidates) == 5
     assert len(seen) == 1 and seen[0].num_samples == 5 and "\n" in seen[0].stop  # one batch, one line each
     scores = [c.score for c in res.candidates]

@@ -59,8 +59,8 @@ def conda_deps() -> set[str]:
 
 
 def test_environment_yml_lists_the_same_packages_as_pyproject():
-    """The conda environment is a developer's: runtime plus the notebooks and dev extras."""
-    assert conda_deps() == pyproject_deps("notebooks", "dev")
+    """The conda environment is a developer's: runtime plus the notebooks, serve and dev extras."""
+    assert conda_deps() == pyproject_deps("notebooks", "serve", "dev")
 
 
 def test_runtime_dependencies_are_exactly_what_atomlib_imports():
@@ -68,7 +68,7 @@ def test_runtime_dependencies_are_exactly_what_atomlib_imports():
     (optional ones in their extra); test tools live in the dev extra only."""
     imported = imported_distributions()
     runtime = pyproject_deps()
-    undeclared = {d: sorted(f) for d, f in imported.items() if d not in runtime | pyproject_deps("embed", "wandb")}
+    undeclared = {d: sorted(f) for d, f in imported.items() if d not in runtime | pyproject_deps("embed", "wandb", "serve")}
     assert not undeclared, f"imported by atomlib but not a dependency: {undeclared}"
     assert not runtime - set(imported), f"runtime dependencies atomlib never imports: {sorted(runtime - set(imported))}"
     assert {"pytest", "nbval", "hypothesis", "playwright", "pexpect"} <= pyproject_deps("dev") - pyproject_deps()

@@ -107,16 +107,17 @@ def lead_of(framed: str) -> str:
 
 def answer(model, tokenizer, prompt: str, settings: Settings | None = None, *,
            on_token: Callable[[int, str], None] | None = None,
-           should_stop: Callable[[], bool] | None = None) -> Answer:
+           should_stop: Callable[[], bool] | None = None, decode: Callable = generate) -> Answer:
     """Answer one prompt. on_token(i, piece) streams sample i as it is drawn (in chat mode a framed
     prompt the model continues mid-line comes first, as it is part of the answer); should_stop()
-    ends the generation at its next token (a stop button)."""
+    ends the generation at its next token (a stop button). decode is what samples: engine.generate,
+    or a Batcher's generate (`atom serve`: many prompts decoded together), with the same results."""
     settings = settings or Settings()
     t0 = time.monotonic()
     if settings.mode == "completion":
-        ans = _complete(model, tokenizer, prompt, settings, on_token, should_stop)
+        ans = _complete(model, tokenizer, prompt, settings, on_token, should_stop, decode)
     else:
-        ans = _chat(model, tokenizer, prompt, settings, on_token, should_stop)
+        ans = _chat(model, tokenizer, prompt, settings, on_token, should_stop, decode)
     ans.seconds = time.monotonic() - t0
     ans.stopped = bool(should_stop and should_stop())
     if ans.stopped:
@@ -135,7 +136,7 @@ def completion_params(tokenizer, settings: Settings) -> SamplingParams:
     return dataclasses.replace(default_params(tokenizer), seed=settings.seed, **settings.overrides())
 
 
-def _chat(model, tokenizer, text, settings, on_token, should_stop) -> Answer:
+def _chat(model, tokenizer, text, settings, on_token, should_stop, decode) -> Answer:
     kind = settings.kind or classify_prompt(text)
     params = chat_params(tokenizer, kind, settings)
     block = int(model.config.block_size)
@@ -146,7 +147,7 @@ def _chat(model, tokenizer, text, settings, on_token, should_stop) -> Answer:
     if lead and on_token:
         for i in range(params.num_samples):
             on_token(i, lead)
-    gens = generate(model, tokenizer, framed, params, on_token=on_token, should_stop=should_stop)
+    gens = decode(model, tokenizer, framed, params, on_token=on_token, should_stop=should_stop)
     choices = [_chat_choice(g, framed, lead, settings.filters, notes) for g in gens]
     return Answer(kept, framed, kind, params, choices, notes)
 
@@ -167,12 +168,12 @@ def _chat_choice(gen, framed: str, lead: str, use_filters: bool, notes: list[str
     return Choice(shown, gen.text, gen.finish_reason, len(gen.tokens), filt)
 
 
-def _complete(model, tokenizer, text, settings, on_token, should_stop) -> Answer:
+def _complete(model, tokenizer, text, settings, on_token, should_stop, decode) -> Answer:
     params = completion_params(tokenizer, settings)
     block = int(model.config.block_size)
     line, notes = fit_prompt(tokenizer, text.rstrip("\r\n"), block - min(params.max_new_tokens, block // 2), block)
     result = complete_line(model, tokenizer, line, n=max(1, settings.n), params=params, seed=settings.seed,
-                           on_token=on_token, should_stop=should_stop)
+                           on_token=on_token, should_stop=should_stop, decode=decode)
     choices = [Choice(line + c.text if settings.filters else line + c.raw, c.raw, c.finish_reason,
                       c.tokens, c.filters, c.score)
                for c in result.candidates]

@@ -148,19 +148,20 @@ def _clean(line: str, raw: str, finish_reason: str) -> tuple[str, FilterResult]:
 
 def complete_line(model, tokenizer, line: str, n: int = 8, params: SamplingParams | None = None,
                   seed: int | None = None, weights: dict | None = None, on_token=None,
-                  should_stop=None) -> CompletionResult:
+                  should_stop=None, decode=generate) -> CompletionResult:
     """N endings of an unfinished line, sampled as one batch, scored and ranked (best first).
 
     params defaults to default_params(tokenizer); whatever is given, a newline always ends a
     candidate and min_new_tokens is capped at 2 (a line may be nearly finished already).
-    on_token / should_stop are passed to engine.generate (streaming and the stop button)."""
+    on_token / should_stop are passed to decode (engine.generate, or a Batcher's: streaming and the
+    stop button)."""
     line = line.rstrip("\r\n")
     params = params or default_params(tokenizer)
     stops = tuple(dict.fromkeys((*params.stop, "\n")))
     params = dataclasses.replace(params, num_samples=max(1, int(n)), stop=stops,
                                  min_new_tokens=min(params.min_new_tokens, 2),
                                  seed=seed if seed is not None else params.seed)
-    gens = generate(model, tokenizer, line, params, on_token=on_token, should_stop=should_stop)
+    gens = decode(model, tokenizer, line, params, on_token=on_token, should_stop=should_stop)
     candidates = []
     for g in gens:
         text, filt = _clean(line, g.text, g.finish_reason)
