@@ -12,6 +12,7 @@ neither; tests/test_packaging.py checks that importing this module loads no torc
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -228,6 +229,10 @@ def _add_bench(sub):
     p.add_argument("--compile", action="store_true", help="also time ATOM under torch.compile (adds its compile time)")
     p.add_argument("--profile", action="store_true",
                    help="instead of timing, print torch.profiler's top ops for a training step and for generation")
+    p.add_argument("--serve", action="store_true",
+                   help="instead, time `atom serve` over HTTP: --streams concurrent streams against one (tokens/s, TTFT)")
+    p.add_argument("--run", type=Path, default=None, help="with --serve: the run to serve (default: the newest)")
+    p.add_argument("--streams", type=int, default=8, help="with --serve: concurrent streams (default 8)")
     p.set_defaults(func=_run_bench)
 
 
@@ -236,11 +241,22 @@ def _run_bench(args):
 
     if args.rounds is not None and args.rounds < 1:
         raise AtomError(f"--rounds {args.rounds} must be at least 1.")
-    if args.profile:
+    if args.serve:
+        _run_serve_bench(args)
+    elif args.profile:
         print(profile_tables(config=args.config, tiny=args.tiny, device=args.device))
     else:
         run_bench(config=args.config, tiny=args.tiny, rounds=args.rounds, device=args.device,
                   compile_row=args.compile, json_path=args.json)
+
+
+def _run_serve_bench(args):
+    from atomlib.evaluation.bench_serve import format_serve, serve_bench  # lazy: see the module docstring
+
+    result = serve_bench(run=args.run, streams=args.streams, rounds=args.rounds or 3, device=args.device)
+    print(format_serve(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def _add_race(sub):

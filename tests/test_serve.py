@@ -5,17 +5,14 @@ status; a client that leaves frees its rows; 32 concurrent streams are all answe
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
-from atomlib.apps.serve import Served, check_exposure, create_app, open_run
+from atomlib.apps.serve import Background, Served, check_exposure, open_run
 from atomlib.apps.serve_api import Limits
 from atomlib.errors import AtomError
 from atomlib.generation.answer import Settings, answer
@@ -23,33 +20,9 @@ from atomlib.generation.answer import Settings, answer
 KEY = "s3cret-key"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    """uvicorn in a thread on a free port of 127.0.0.1."""
-
-    def __init__(self, served: Served):
-        self.served, self.port = served, _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(create_app(served), host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert self.server.started
-        self.url = f"http://127.0.0.1:{self.port}"
-
+class _Server(Background):
     def client(self, key: str = "none") -> openai.OpenAI:
         return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=60)
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +203,12 @@ def test_a_non_loopback_host_needs_a_key_or_insecure():
         check_exposure("0.0.0.0", None, False)
     with pytest.raises(AtomError, match="--insecure"):
         check_exposure("192.168.1.5", "", False)
+
+
+def test_the_serve_bench_times_streams_alone_and_together(tiny_run):
+    from atomlib.evaluation.bench_serve import format_serve, serve_bench
+
+    r = serve_bench(tiny_run, streams=3, max_tokens=12, rounds=1, device="cpu")
+    assert r["tokens_per_s_alone"] > 0 and r["tokens_per_s_load"] > 0 and r["ratio"] > 0
+    assert 0 < r["ttft_alone_p50"] <= r["ttft_alone_p95"] and 0 < r["ttft_load_p50"] <= r["ttft_load_p95"]
+    assert "3 concurrent streams" in format_serve(r) and "aggregate ratio" in format_serve(r)

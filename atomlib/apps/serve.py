@@ -26,7 +26,9 @@ import asyncio
 import hmac
 import ipaddress
 import json
+import socket
 import threading
+import time
 from dataclasses import dataclass
 from functools import partial
 
@@ -208,6 +210,20 @@ def _start(served: Served, gate: _Gate, limiter, prompt: str, settings):
     return task, pieces, cancel
 
 
+async def _ready(pieces: asyncio.Queue) -> dict[int, str] | None:
+    """The pieces that have arrived, joined per sample (one event each, not one per token, when
+    the loop is busy); None once the answer is over."""
+    item = await pieces.get()
+    ready: dict[int, str] = {}
+    while item is not None:
+        ready[item[0]] = ready.get(item[0], "") + item[1]
+        if pieces.empty():
+            return ready
+        item = pieces.get_nowait()
+    pieces.put_nowait(None)  # the end comes after these pieces
+    return ready or None
+
+
 async def _events(served: Served, req, settings, chat: bool, task, pieces, cancel):
     """The answer as server-sent events. Leaving early (the client gone) stops the generation."""
     ranked = settings.mode == "completion"
@@ -216,8 +232,9 @@ async def _events(served: Served, req, settings, chat: bool, task, pieces, cance
         if chat:
             for i in range(settings.n):
                 yield chunk(chat, rid, mid, i, role=True)
-        while (item := await pieces.get()) is not None:
-            yield chunk(chat, rid, mid, item[0], item[1])
+        while (ready := await _ready(pieces)) is not None:
+            for i, text in ready.items():
+                yield chunk(chat, rid, mid, i, text)
         try:
             ans = await task
         except Exception as e:  # after the 200 is sent an error can only be an event
@@ -261,6 +278,30 @@ def open_run(run=None, device: str = "auto", limits: Limits | None = None, api_k
     limits = limits or Limits()
     batcher = Batcher(model, tokenizer, max_rows=limits.max_rows, max_waiting=limits.max_rows + limits.max_waiting)
     return Served(model, tokenizer, run.name, batcher, limits, api_key, int(run.stat().st_mtime))
+
+
+class Background:
+    """The server in a thread on a free port of 127.0.0.1 (the tests, the benchmark, notebook 06)."""
+
+    def __init__(self, served: Served, port: int = 0, timeout: float = 30.0):
+        if not port:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.served, self.port, self.url = served, port, f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(create_app(served), host="127.0.0.1", port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="atom-serve", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise AtomError(f"the server did not start on 127.0.0.1:{port}; is the port taken?")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
 
 
 def serve(served: Served, host: str = "127.0.0.1", port: int = 8000, insecure: bool = False) -> None:

@@ -15,4 +15,5 @@
     bench_rows    what the bench times: training steps, generation, the generation's kernels alone
     bench_timing  contestants warmed up, then timed in alternating rounds; medians, matmul peaks
     bench_report  the ratios against their targets, and the table
+    bench_serve   `atom bench --serve`: concurrent streams against one over HTTP, tokens/s and TTFT
 """

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from atomlib.device import autocast
+from atomlib.device import ThreadChoice, autocast
 from atomlib.errors import AtomError
 from atomlib.generation.engine import Decoding, Generation, matmul_dtype, model_device, prompt_ids, window_keep
 from atomlib.generation.sampling import SamplingParams
@@ -64,6 +65,8 @@ class Batcher:
         self.dtype = matmul_dtype(precision, self.device, model)
         self.weights = {} if self.dtype == torch.bfloat16 else None  # bf16 copies, made once: weights never change here
         self.cache = model.new_row_cache(max_rows)
+        # one thread or all for the steps, chosen by timing them, as the one-generation loop does
+        self.threads = ThreadChoice(self.device, "ATOM_DECODE_THREADS")
         self.block = model.config.block_size
         self.waiting: list[_Job] = []
         self.jobs: list[_Job] = []  # running, in row order
@@ -136,6 +139,8 @@ class Batcher:
     def _loop(self) -> None:
         while True:
             with self.lock:
+                if not self.closed and not self.waiting and not self.jobs:
+                    self.threads.off()  # idle: torch's own thread count for anyone else
                 while not self.closed and not self.waiting and not self.jobs:
                     self.lock.wait()
                 if self.closed:
@@ -235,7 +240,10 @@ class Batcher:
             if self.cache.lengths[rows.start] >= self.block:
                 self._slide(rows, job)
         run_ids = [job.run.seq[:, job.run.end - 1:job.run.end] for job in self.jobs]
+        self.threads.on()
+        t0 = time.perf_counter()
         logits = self._forward(torch.cat(run_ids), self.cache)
+        self.threads.record(time.perf_counter() - t0)
         for rows, job in self._row_spans():
             job.logits = logits[rows.start:rows.stop]
 
