@@ -34,7 +34,7 @@ def served(tiny_run):
 
 @pytest.fixture(scope="module")
 def server(served):
-    srv = _Server(served)
+    srv = _Server(served, own=False)  # (the served fixture closes the shared batcher)
     yield srv
     srv.stop()
 
@@ -132,7 +132,7 @@ def test_each_error_is_openai_json_with_its_status(server, served):
     code, err = _status(server.url + "/v1/nothing-here")
     assert code == 404 and err["error"]["code"] == "not_found"
     # the key: another server over the same batcher
-    keyed = _Server(Served(served.model, served.tokenizer, "tiny", served.batcher, served.limits, api_key=KEY))
+    keyed = _Server(Served(served.model, served.tokenizer, "tiny", served.batcher, served.limits, api_key=KEY), own=False)
     try:
         with pytest.raises(openai.AuthenticationError):
             keyed.client("wrong").models.list()
@@ -146,7 +146,7 @@ def test_each_error_is_openai_json_with_its_status(server, served):
 
 def test_a_full_server_answers_429(served):
     tight = Served(served.model, served.tokenizer, "tiny", served.batcher, Limits(max_rows=1, max_waiting=0))
-    srv = _Server(tight)
+    srv = _Server(tight, own=False)
     try:
         client = srv.client()
         hold = client.completions.create(model="tiny", prompt="x", max_tokens=1000, stream=True,

@@ -283,12 +283,12 @@ def open_run(run=None, device: str = "auto", limits: Limits | None = None, api_k
 class Background:
     """The server in a thread on a free port of 127.0.0.1 (the tests, the benchmark, notebook 06)."""
 
-    def __init__(self, served: Served, port: int = 0, timeout: float = 30.0):
+    def __init__(self, served: Served, port: int = 0, timeout: float = 30.0, own: bool = True):
         if not port:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-        self.served, self.port, self.url = served, port, f"http://127.0.0.1:{port}"
+        self.served, self.port, self.url, self.own = served, port, f"http://127.0.0.1:{port}", own
         config = uvicorn.Config(create_app(served), host="127.0.0.1", port=port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="atom-serve", daemon=True)
@@ -300,8 +300,11 @@ class Background:
             time.sleep(0.02)
 
     def stop(self) -> None:
+        """Stop the server, and its batcher when it owns it (not when servers share one)."""
         self.server.should_exit = True
         self.thread.join(10)
+        if self.own:
+            self.served.batcher.close()
 
 
 def serve(served: Served, host: str = "127.0.0.1", port: int = 8000, insecure: bool = False) -> None:

@@ -68,7 +68,6 @@ def serve_bench(run=None, streams: int = 8, max_tokens: int = 128, rounds: int =
             load.append(_round(server.url, served.model_id, streams, max_tokens, 1000 * r + 1))
     finally:
         server.stop()
-        served.batcher.close()
     one = statistics.median(x["tokens_per_s"] for x in alone)
     many = statistics.median(x["tokens_per_s"] for x in load)
     ttft_one = [t for x in alone for t in x["ttft"]]
