@@ -99,7 +99,7 @@ def test_bf16_decoding_stays_close_to_the_float32_model(switches, monkeypatch):
     assert next_token_kl(model, idx) < 1e-4
     # the measure sees a real mistake: decoding steps that attend to the new token only
     real = kernels.cached_attention
-    monkeypatch.setattr("atomlib.model.gpt.cached_attention", lambda q, k, v, past: real(q, k[:, :, past:], v[:, :, past:], 0))
+    monkeypatch.setattr("atomlib.model.cache.cached_attention", lambda q, k, v, past: real(q, k[:, :, past:], v[:, :, past:], 0))
     assert next_token_kl(model, idx) > 1e-3
 
 
