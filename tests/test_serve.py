@@ -212,3 +212,16 @@ def test_the_serve_bench_times_streams_alone_and_together(tiny_run):
     assert r["tokens_per_s_alone"] > 0 and r["tokens_per_s_load"] > 0 and r["ratio"] > 0
     assert 0 < r["ttft_alone_p50"] <= r["ttft_alone_p95"] and 0 < r["ttft_load_p50"] <= r["ttft_load_p95"]
     assert "3 concurrent streams" in format_serve(r) and "aggregate ratio" in format_serve(r)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_chats_llm_toggle_can_point_at_another_atom_serve(server, stream):
+    """The chat's LM Studio client (apps.enhance) finds the model and gets a rewrite back; whether
+    the tiny model's verse passes the rewrite checks is its business, not the connection's."""
+    from atomlib.apps.enhance import Enhancer
+
+    enhancer = Enhancer(url=server.url + "/v1", config={}, stream=stream)
+    health = enhancer.check()
+    assert health.ok and health.model == "tiny"
+    result = enhancer.enhance("ravens at dusk", "The ravens gather where the dark rivers run.")
+    assert result.rewrite is not None and result.url == server.url + "/v1"
