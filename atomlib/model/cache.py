@@ -79,7 +79,7 @@ class RowCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.max_rows, self.max_len = max_rows, max_len
         self.lengths: list[int] = []  # tokens cached in each row in use
-        self._where = None  # (rows, T) positions of the chunk being forwarded
+        self._chunk = None  # (row ids, positions, keys in view, mask) of the chunk being forwarded
 
     @property
     def rows(self) -> int:
@@ -91,19 +91,21 @@ class RowCache:
         return max(self.lengths, default=0)
 
     def positions(self, T: int) -> torch.Tensor:
-        start = torch.tensor(self.lengths, device=self.k.device)
-        self._where = start[:, None] + torch.arange(T, device=self.k.device)
-        return self._where
+        """Each row's positions for the next T tokens (rows, T); what every layer's attend needs
+        is worked out here, once a forward."""
+        dev = self.k.device
+        where = torch.tensor(self.lengths, device=dev)[:, None] + torch.arange(T, device=dev)
+        L = self.pos + T
+        self._chunk = (torch.arange(len(self.lengths), device=dev)[:, None], where, L,
+                       (torch.arange(L, device=dev) <= where[:, :, None]).unsqueeze(1))  # a row's past and itself
+        return where
 
     def attend(self, layer: int, q, k, v):
-        where = self._where  # (B, T)
-        B, L = q.size(0), int(where.max()) + 1
-        rows = torch.arange(B, device=q.device)[:, None]
+        rows, where, L, mask = self._chunk  # mask (B, 1, T, L)
         self.k[layer, rows, :, where] = k.transpose(1, 2)  # (B, T, H, D) into each row's own positions
         self.v[layer, rows, :, where] = v.transpose(1, 2)
-        mask = torch.arange(L, device=q.device) <= where[:, :, None]  # (B, T, L): a row's past and itself
-        keys, values = self.k[layer, :B, :, :L], self.v[layer, :B, :, :L]
-        return masked_attention(q, keys, values, mask.unsqueeze(1))
+        B = q.size(0)
+        return masked_attention(q, self.k[layer, :B, :, :L], self.v[layer, :B, :, :L], mask)
 
     def advance(self, T: int) -> None:
         self.lengths = [n + T for n in self.lengths]
