@@ -83,7 +83,7 @@ class Batcher:
                  should_stop: Callable[[], bool] | None = None) -> list[Generation]:
         """engine.generate, decoded in the shared batch. Blocks until done; on_token runs in the
         caller's thread. A should_stop() that turns true (a client gone) frees the rows at the
-        next step."""
+        next step. The batch has one precision, the batcher's: params.precision is not used."""
         if model is not self.model:
             raise AtomError("this batcher serves another model.")
         params = (params or SamplingParams()).checked()
