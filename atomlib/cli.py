@@ -301,7 +301,10 @@ def _add_serve(sub):
 
 
 def _run_serve(args):
-    from atomlib.apps.serve import Limits, check_exposure, open_run, serve  # lazy: see the module docstring
+    try:
+        from atomlib.apps.serve import Limits, check_exposure, open_run, serve  # lazy: see the module docstring
+    except ModuleNotFoundError as e:  # the serve extra is optional: say how to get it, in one line
+        raise AtomError(f"atom serve needs the serve extra ({e.name} is missing): pip install -e '.[serve]'.") from None
 
     key = args.api_key or os.environ.get("ATOM_API_KEY") or None
     check_exposure(args.host, key, args.insecure)  # before the model loads

@@ -5,6 +5,8 @@ status; a client that leaves frees its rows; 32 concurrent streams are all answe
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -225,3 +227,11 @@ def test_the_chats_llm_toggle_can_point_at_another_atom_serve(server, stream):
     assert health.ok and health.model == "tiny"
     result = enhancer.enhance("ravens at dusk", "The ravens gather where the dark rivers run.")
     assert result.rewrite is not None and result.url == server.url + "/v1"
+
+
+def test_without_the_serve_extra_atom_serve_says_how_to_get_it():
+    code = ("import sys; sys.modules['fastapi'] = None\n"  # as if the serve extra were not installed
+            "from atomlib.cli import main; sys.exit(main(['serve']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "needs the serve extra" in out.stderr and "pip install -e '.[serve]'" in out.stderr
