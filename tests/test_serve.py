@@ -4,7 +4,6 @@ status; a client that leaves frees its rows; 32 concurrent streams are all answe
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
