@@ -2,6 +2,7 @@
 
 import ast
 import importlib.metadata
+import json
 import re
 import subprocess
 import sys
@@ -28,12 +29,15 @@ def pyproject_deps(*extras: str) -> set[str]:
     return {_name(d) for d in reqs} - {"atom-gpt"}
 
 
-def imported_distributions() -> dict[str, set[str]]:
-    """Every third-party distribution atomlib imports -> the files that import it."""
+def imported_distributions(sources=None) -> dict[str, set[str]]:
+    """Every third-party distribution the sources import -> the files that import them.
+    sources: (name, Python text) pairs; default: every module of atomlib."""
+    if sources is None:
+        sources = [(p.name, p.read_text()) for p in (ROOT / "atomlib").rglob("*.py")]
     dists = importlib.metadata.packages_distributions()
     out: dict[str, set[str]] = {}
-    for path in (ROOT / "atomlib").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+    for name, text in sources:
+        for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.Import):
                 mods = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -42,7 +46,7 @@ def imported_distributions() -> dict[str, set[str]]:
                 continue
             for top in {m.split(".")[0] for m in mods} - set(sys.stdlib_module_names) - {"atomlib"}:
                 for dist in dists.get(top, [top.replace("_", "-")]):
-                    out.setdefault(_name(dist), set()).add(path.name)
+                    out.setdefault(_name(dist), set()).add(name)
     return out
 
 
@@ -103,12 +107,19 @@ def test_console_script_is_installed():
 
 
 def test_committed_notebooks_carry_no_outputs():
-    import json
-
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = json.loads(nb.read_text())["cells"]
         assert not any(c.get("outputs") for c in cells), nb.name
         assert sum("parameters" in c.get("metadata", {}).get("tags", []) for c in cells) == 1, nb.name
+
+
+def test_the_notebooks_extra_installs_what_the_notebooks_import():
+    """`make demo` installs runtime + notebooks only: every package a notebook imports must be there."""
+    cells = [(nb.name, "".join(c["source"])) for nb in sorted((ROOT / "notebooks").glob("*.ipynb"))
+             for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+    imported = imported_distributions(cells)
+    missing = {d: sorted(f) for d, f in imported.items() if d not in pyproject_deps("notebooks", "serve")}
+    assert not missing, f"imported by a notebook but not installed by make demo: {missing}"
 
 
 def test_the_cli_module_loads_no_torch():
