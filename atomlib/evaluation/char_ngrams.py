@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
@@ -72,9 +72,6 @@ class CharTfidf:
         if len(va) > len(vb):
             va, vb = vb, va
         return float(sum(x * vb.get(g, 0.0) for g, x in va.items()))
-
-    def similarities(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        return [self.cosine(a, b) for a, b in pairs]
 
 
 def tfidf_cosine(a: str, b: str, fit_on: Iterable[str] | None = None) -> float:

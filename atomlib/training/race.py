@@ -301,12 +301,3 @@ def _machine() -> dict:
 
 def _slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec)[:60]
-
-
-def load_race(folder) -> dict:
-    path = Path(folder) / "race.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise AtomError(f"{path} is missing or unreadable ({type(e).__name__}); run `atom race` first.") from None
-
