@@ -53,6 +53,8 @@ def test_requests_decoded_together_give_the_tokens_each_gives_alone(loaded, batc
     model, tokenizer, _ = loaded
     jobs = [(p, _params(i, num_samples=1 + i % 3)) for i, p in enumerate(PROMPTS * 2)]
     jobs[1] = (jobs[1][0], jobs[1][1].replace(stop=("e",), min_new_tokens=3))
+    jobs[2] = (jobs[2][0], jobs[2][1].replace(temperature=0.0))  # greedy beside sampled rows in one draw
+    jobs[3] = (jobs[3][0], jobs[3][1].replace(presence_penalty=0.5, temperature=1.0, window_keep=9))
     alone = [generate(model, tokenizer, p, params) for p, params in jobs]
     for stagger in (0.0, 0.003):
         together = _together(batcher, model, tokenizer, jobs, stagger)
@@ -75,6 +77,41 @@ def test_streamed_pieces_concatenate_to_the_text_and_run_in_the_callers_thread(l
     gens = batcher.generate(model, tokenizer, "The raven", _params(0, num_samples=2, stop=("\n",)), on_token=on_token)
     assert [pieces.get(i, "") for i in range(2)] == [g.text for g in gens]
     assert threads == {threading.get_ident()}
+
+
+def test_inline_callbacks_run_in_the_scheduler_and_one_that_fails_ends_only_its_request(loaded):
+    model, tokenizer, _ = loaded
+    b = Batcher(model, tokenizer, max_rows=8, inline_callbacks=True)
+    pieces, threads = [], set()
+
+    def on_token(i, piece):
+        pieces.append(piece)
+        threads.add(threading.get_ident())
+
+    def failing(i, piece):
+        raise RuntimeError("the event loop is gone")
+
+    try:
+        alone = generate(model, tokenizer, "The raven", _params(0, max_new_tokens=60))
+        out = {}
+        bad = threading.Thread(target=lambda: out.setdefault("bad", _raises(
+            lambda: b.generate(model, tokenizer, "x", _params(1, max_new_tokens=100_000), on_token=failing))))
+        bad.start()
+        gens = b.generate(model, tokenizer, "The raven", _params(0, max_new_tokens=60), on_token=on_token)
+        bad.join(30)
+    finally:
+        b.close()
+    assert "".join(pieces) == gens[0].text == alone[0].text  # the failing neighbour changed nothing
+    assert threads == {b.thread.ident}
+    assert isinstance(out["bad"], RuntimeError) and b.load()["finished"].get("error") == 1
+
+
+def _raises(fn):
+    try:
+        fn()
+    except Exception as e:
+        return e
+    return None
 
 
 def test_should_stop_frees_the_rows_at_once(loaded, batcher):

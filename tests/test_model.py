@@ -395,7 +395,7 @@ def test_row_cache_n_copies_of_one_prompt_and_a_replaced_row():
         assert rows.add(one, copies=3) == 0 and rows.lengths == [8, 8, 8]
         tail = model.new_cache(1, max_len=5)  # row 1 restarts from 5 tokens of its own (a slid window)
         model(idx[:, 3:8], cache=tail)
-        rows.set_row(1, tail)
+        rows.set_rows([1], tail)
         got = model(idx[:, 8:9].expand(3, 1), cache=rows)[0][:, -1]
         want = model(idx[:, :9], all_logits=True)[0][0, -1]
         want_tail = model(idx[:, 3:9], all_logits=True)[0][0, -1]

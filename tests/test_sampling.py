@@ -16,8 +16,11 @@ from atomlib.model.gpt import GPT, GPTConfig
 from atomlib.generation.engine import generate, generate_nocache, stream
 from atomlib.generation.textstream import TextTracker
 from atomlib.generation.sampling import (
+    TOP_P_FIRST,
+    RowControls,
     SamplingParams,
     TokenSampler,
+    draw,
     apply_frequency_presence,
     apply_repetition_penalty,
     filter_logits,
@@ -161,6 +164,65 @@ def test_top_p_works_per_row_in_any_order():
     out = torch.softmax(top_p_filter(logits, 0.7), dim=-1)
     assert torch.allclose(out[0], torch.tensor([0.625, 0.375, 0.0, 0.0])[perm])
     assert torch.allclose(out[1], torch.tensor([0.625, 0.375, 0.0, 0.0]))
+
+
+def _top_p_by_sorting(logits, p):
+    """The textbook nucleus: sort every token, keep those whose more likely tokens hold < p."""
+    probs, order = torch.softmax(logits, -1).sort(-1, descending=True)
+    keep_sorted = (probs.cumsum(-1) - probs) < p
+    keep_sorted[..., 0] = True
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def test_top_p_keeps_what_a_full_sort_keeps_when_the_nucleus_is_past_the_first_look():
+    """The nucleus is looked for among the top TOP_P_FIRST tokens first; flat rows (the nucleus
+    holds most of 3,000 tokens) need the whole vocabulary, peaked ones do not, both exact."""
+    gen = torch.Generator().manual_seed(3)
+    flat = torch.randn((2, 3000), generator=gen) * 0.1
+    peaked = torch.randn((2, 3000), generator=gen) * 6
+    for logits in (flat, peaked, torch.cat([flat, peaked])):
+        for p in (0.5, 0.9, 0.99):
+            assert torch.equal(top_p_filter(logits, p).isinf(), _top_p_by_sorting(logits, p).isinf())
+    assert (~top_p_filter(flat, 0.9).isinf()).sum(-1).min() > TOP_P_FIRST  # the wider look was needed
+
+
+def test_per_row_controls_filter_each_row_as_its_own_setting_would():
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn((3, 500), generator=gen) * 3
+    k = torch.tensor([[5], [0], [40]])  # 0: the row is not filtered
+    got = top_k_filter(logits, k)
+    assert torch.equal(got[0], top_k_filter(logits[:1], 5)[0]) and torch.equal(got[1], logits[1])
+    assert torch.equal(got[2], top_k_filter(logits[2:], 40)[0])
+    p = torch.tensor([[0.5], [float("inf")], [0.95]])  # inf: the row is not filtered
+    got = top_p_filter(logits, p)
+    assert torch.equal(got[0], top_p_filter(logits[:1], 0.5)[0]) and torch.equal(got[1], logits[1])
+    assert torch.equal(got[2], top_p_filter(logits[2:], 0.95)[0])
+
+
+def test_one_draw_over_several_generations_gives_each_what_it_draws_alone():
+    """draw() over a batch of generations with their own settings (continuous batching) gives
+    every row the token and log-probability its own sampler gives it alone."""
+    V = 60
+    settings = [SamplingParams(temperature=0.9, top_k=8, seed=1, num_samples=2),
+                SamplingParams(temperature=0, repetition_penalty=1.3, seed=2),
+                SamplingParams(temperature=1.2, top_p=0.8, frequency_penalty=0.4, presence_penalty=0.3,
+                               min_new_tokens=3, seed=3)]
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn((4, V), generator=gen) * 2
+    logits[3, 7] = 30.0  # end-of-text all but certain in row 3
+
+    def samplers():
+        seqs = [torch.randint(0, V, (p.num_samples, 12), generator=torch.Generator().manual_seed(i))
+                for i, p in enumerate(settings)]
+        return [TokenSampler(p, seq, 10, V, eot=7) for p, seq in zip(settings, seqs)]
+
+    alone = [s.draw(logits[r:r + s.rows], 1) for s, r in zip(samplers(), (0, 2, 3))]
+    together = draw(logits, RowControls(samplers()), [1, 1, 1])
+    assert torch.equal(together[0], torch.cat([a[0] for a in alone]))
+    assert torch.equal(together[1], torch.cat([a[1] for a in alone]))
+    assert together[0][3] != 7  # row 3's sampler bans end-of-text before its third token
+    assert draw(logits, RowControls(samplers()), [1, 1, 3])[0][3] == 7  # and not after
 
 
 def test_top_k_then_top_p_and_temperature():

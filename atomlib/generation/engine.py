@@ -197,13 +197,19 @@ class Decoding:
     def take(self, logits: torch.Tensor) -> list[tuple[int, str]]:
         """Draw the next token of every row from logits (rows, V): record it, check the stop rules;
         returns the (sample, text piece) pairs to stream."""
+        return self.record(*self.sampler.draw(logits, self.n))
+
+    def record(self, nxt: torch.Tensor, logprobs: torch.Tensor, ids: list[int] | None = None) -> list[tuple[int, str]]:
+        """Take the tokens drawn for every row (rows,) and their log-probabilities (here, or by one
+        draw over a whole batch: batcher.py, which passes them as a list too, ids, read once for
+        the batch); check the stop rules. Returns the (sample, text piece) pairs to stream."""
         t, end = self.n, self.end
-        nxt, self.logprobs[:, t] = self.sampler.draw(logits, t)
         self.seq[:, end] = nxt
+        self.logprobs[:, t] = logprobs
         self.sampler.observe(self.seq, end)
         self.n = t + 1
         if self.tracker is not None:
-            events = self.tracker.push(nxt.tolist(), t)
+            events = self.tracker.push(nxt.tolist() if ids is None else ids, t)
             if self.tracker.active == 0:
                 self.reason = "length"  # (every sample has its own reason already)
             return events

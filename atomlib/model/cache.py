@@ -132,9 +132,10 @@ class RowCache:
             self.v[:, :len(rows), :, :L] = self.v[:, idx, :, :L]
         self.lengths = [self.lengths[i] for i in rows]
 
-    def set_row(self, row: int, one: KVCache, i: int = 0) -> None:
-        """Replace a row's tokens by row i of a prefilled cache (a row whose window slid)."""
-        n = one.pos
-        self.k[:, row, :, :n] = one.k[:, i, :, :n]
-        self.v[:, row, :, :n] = one.v[:, i, :, :n]
-        self.lengths[row] = n
+    def set_rows(self, rows: list[int], one: KVCache) -> None:
+        """Replace these rows' tokens by the rows of a prefilled cache, in order (rows whose window slid)."""
+        n, idx = one.pos, torch.tensor(rows, device=self.k.device)
+        self.k[:, idx, :, :n] = one.k[:, :, :, :n]
+        self.v[:, idx, :, :n] = one.v[:, :, :, :n]
+        for r in rows:
+            self.lengths[r] = n
