@@ -233,6 +233,8 @@ def _add_bench(sub):
                    help="instead, time `atom serve` over HTTP: --streams concurrent streams against one (tokens/s, TTFT)")
     p.add_argument("--run", type=Path, default=None, help="with --serve: the run to serve (default: the newest)")
     p.add_argument("--streams", type=int, default=8, help="with --serve: concurrent streams (default 8)")
+    p.add_argument("--stream-interval", type=float, default=None,
+                   help="with --serve: the server's --stream-interval (default: its own)")
     p.set_defaults(func=_run_bench)
 
 
@@ -253,7 +255,8 @@ def _run_bench(args):
 def _run_serve_bench(args):
     from atomlib.evaluation.bench_serve import format_serve, serve_bench  # lazy: see the module docstring
 
-    result = serve_bench(run=args.run, streams=args.streams, rounds=args.rounds or 3, device=args.device)
+    result = serve_bench(run=args.run, streams=args.streams, rounds=args.rounds or 5, device=args.device,
+                         stream_interval=args.stream_interval)
     print(format_serve(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
@@ -297,6 +300,8 @@ def _add_serve(sub):
     p.add_argument("--max-tokens", type=int, default=1024, help="cap on a request's max_tokens")
     p.add_argument("--max-rows", type=int, default=16, help="samples decoded together")
     p.add_argument("--max-waiting", type=int, default=64, help="requests waiting beyond those (429 above)")
+    p.add_argument("--stream-interval", type=float, default=0.02,
+                   help="seconds between a stream's events; pieces drawn meanwhile share one (0: an event a token)")
     p.set_defaults(func=_run_serve)
 
 
@@ -308,7 +313,10 @@ def _run_serve(args):
 
     key = args.api_key or os.environ.get("ATOM_API_KEY") or None
     check_exposure(args.host, key, args.insecure)  # before the model loads
-    limits = Limits(max_tokens=args.max_tokens, max_rows=args.max_rows, max_waiting=args.max_waiting)
+    if args.stream_interval < 0:
+        raise AtomError(f"--stream-interval {args.stream_interval} must be 0 or more seconds.")
+    limits = Limits(max_tokens=args.max_tokens, max_rows=args.max_rows, max_waiting=args.max_waiting,
+                    stream_interval=args.stream_interval)
     serve(open_run(args.run, args.device, limits, key), args.host, args.port, args.insecure)
 
 

@@ -13,8 +13,13 @@ parameters onto ATOM's and says how chat messages become a prompt.
 Limits and errors. Each error is OpenAI's JSON with its status, never a traceback: 400 (a bad
 value), 401 (a missing or wrong key, compared in constant time), 404 (an unknown model or
 path), 413 (a body over the limit), 422 (a field of the wrong type), 429 (every row busy and the
-waiting line full). max_tokens is lowered to the server's cap. A client that disconnects while
-streaming stops its generation at the next step, freeing its rows.
+waiting line full). max_tokens is lowered to the server's cap. A client that disconnects stops
+its generation at the next step, freeing its rows, whether it was streaming or waiting for the
+whole answer.
+
+Streaming. A stream sends what was drawn since its last event at most every `stream_interval`
+seconds (20 ms: a screen refreshes every 17), the first piece at once. One event a token would
+cost the server and the client more than drawing the token does on a small model.
 
 Security. The server binds 127.0.0.1. Another --host needs --api-key, or --insecure, which says
 that anyone who can reach the port may use the model.
@@ -46,6 +51,8 @@ from atomlib.generation.answer import answer
 from atomlib.generation.batcher import Batcher, QueueFull
 from atomlib.model.checkpoint import load_run
 from atomlib.paths import resolve_run
+
+DISCONNECT_POLL = 0.25  # seconds between checks that a client waiting for a whole answer is still there
 
 
 @dataclass
@@ -99,12 +106,12 @@ def create_app(served: Served) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(request: Request):
         req = await _read(request, served, CompletionRequest)
-        return await _respond(served, gate, limiter, req, completion_prompt(req), chat=False)
+        return await _respond(request, served, gate, limiter, req, completion_prompt(req), chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         req = await _read(request, served, ChatRequest)
-        return await _respond(served, gate, limiter, req, chat_prompt(req), chat=True)
+        return await _respond(request, served, gate, limiter, req, chat_prompt(req), chat=True)
 
     return app
 
@@ -163,15 +170,14 @@ async def _read(request: Request, served: Served, kind):
     return req
 
 
-async def _respond(served: Served, gate: _Gate, limiter, req, prompt: str, chat: bool):
+async def _respond(request: Request, served: Served, gate: _Gate, limiter, req, prompt: str, chat: bool):
     settings = settings_for(req, served.tokenizer, served.limits)
     gate.enter()
     if req.stream:
         return StreamingResponse(_events(served, req, settings, chat, *_start(served, gate, limiter, prompt, settings)),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     try:
-        work = partial(answer, served.model, served.tokenizer, prompt, settings, decode=served.batcher.generate)
-        ans = await anyio.to_thread.run_sync(work, limiter=limiter)
+        ans = await _whole(request, served, limiter, prompt, settings)
     except QueueFull as e:
         raise ApiError(429, str(e), code="rate_limit_exceeded") from None
     except AtomError as e:
@@ -181,6 +187,19 @@ async def _respond(served: Served, gate: _Gate, limiter, req, prompt: str, chat:
     rid = new_id("chatcmpl" if chat else "cmpl")
     body = (chat_body if chat else completion_body)(ans, served.tokenizer, served.model_id, rid)
     return JSONResponse(body)
+
+
+async def _whole(request: Request, served: Served, limiter, prompt: str, settings):
+    """The whole answer, in a worker thread; a client that leaves meanwhile stops it (checked
+    every DISCONNECT_POLL seconds)."""
+    cancel = threading.Event()
+    work = partial(answer, served.model, served.tokenizer, prompt, settings, should_stop=cancel.is_set,
+                   decode=served.batcher.generate)
+    task = asyncio.ensure_future(anyio.to_thread.run_sync(work, limiter=limiter))
+    while not (await asyncio.wait({task}, timeout=DISCONNECT_POLL))[0]:
+        if await request.is_disconnected():
+            cancel.set()
+    return task.result()
 
 
 def _start(served: Served, gate: _Gate, limiter, prompt: str, settings):
@@ -235,6 +254,7 @@ async def _events(served: Served, req, settings, chat: bool, task, pieces, cance
         while (ready := await _ready(pieces)) is not None:
             for i, text in ready.items():
                 yield chunk(chat, rid, mid, i, text)
+            await asyncio.sleep(served.limits.stream_interval)  # what arrives meanwhile goes in the next event
         try:
             ans = await task
         except Exception as e:  # after the 200 is sent an error can only be an event
@@ -276,7 +296,8 @@ def open_run(run=None, device: str = "auto", limits: Limits | None = None, api_k
     run = resolve_run(run)
     model, tokenizer, _ = load_run(run, device=device)
     limits = limits or Limits()
-    batcher = Batcher(model, tokenizer, max_rows=limits.max_rows, max_waiting=limits.max_rows + limits.max_waiting)
+    batcher = Batcher(model, tokenizer, max_rows=limits.max_rows, max_waiting=limits.max_rows + limits.max_waiting,
+                      inline_callbacks=True)  # (the callbacks only hand pieces to the event loop)
     return Served(model, tokenizer, run.name, batcher, limits, api_key, int(run.stat().st_mtime))
 
 

@@ -8,6 +8,8 @@ over the generated tokens). ATOM's own go in the body beside them (the client's 
 
     top_k               keep the k most likely tokens
     repetition_penalty  CTRL's penalty over the recent window (1.0 is off)
+    min_tokens          no stop string or end-of-text ends a sample before this many tokens
+                        (vLLM's name for it; capped by max_tokens)
     kind                the prompt kind whose preset applies (creative, question, command,
                         thematic); left out, the prompt is classified (adaptive presets)
     filters             false shows the samples as drawn (default true: the filter pipeline)
@@ -41,13 +43,14 @@ from atomlib.generation.answer import Answer, Settings, completion_params
 
 @dataclass
 class Limits:
-    """What one request may ask for, and how many may be in flight."""
+    """What one request may ask for, how many may be in flight, and how often a stream sends."""
 
     max_tokens: int = 1024  # max_tokens above this is lowered to it
     max_body: int = 256 * 1024  # bytes of a request body (413 above)
     max_n: int = 8
     max_rows: int = 16  # rows decoding at once (one per sample)
     max_waiting: int = 64  # requests waiting for rows beyond those decoding (429 above)
+    stream_interval: float = 0.02  # seconds between a stream's events: pieces drawn meanwhile share one
 
 
 class ApiError(Exception):
@@ -84,6 +87,7 @@ class _Sampling(BaseModel):
     stream_options: dict | None = None
     top_k: int | None = None
     repetition_penalty: float | None = None
+    min_tokens: int | None = Field(None, ge=0)
     kind: str | None = None
     filters: bool = True
     mode: Literal["chat", "completion"] = "chat"
@@ -134,12 +138,14 @@ def settings_for(req: _Sampling, tokenizer, limits: Limits) -> Settings:
     if stop is not None and len(stop) > 4:
         raise ApiError(400, "stop takes at most 4 strings.", "stop")
     max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens
+    max_tokens = None if max_tokens is None else min(max_tokens, limits.max_tokens)
+    min_tokens = req.min_tokens if req.min_tokens is None or max_tokens is None else min(req.min_tokens, max_tokens)
     try:
         settings = Settings(mode=req.mode, n=req.n, seed=req.seed, kind=req.kind, filters=req.filters,
                             temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
                             repetition_penalty=req.repetition_penalty, frequency_penalty=req.frequency_penalty,
                             presence_penalty=req.presence_penalty, stop=None if stop is None else tuple(stop),
-                            max_new_tokens=None if max_tokens is None else min(max_tokens, limits.max_tokens))
+                            min_new_tokens=min_tokens, max_new_tokens=max_tokens)
         completion_params(tokenizer, settings).checked()  # the caller's values, checked as sampling will
     except AtomError as e:
         raise ApiError(400, str(e)) from None

@@ -34,7 +34,7 @@ from atomlib.generation.sampling import SamplingParams
 MODES = ("chat", "completion")
 # the sampling fields a caller may fix; None leaves each to the preset
 OVERRIDABLE = ("temperature", "top_k", "top_p", "repetition_penalty", "frequency_penalty", "presence_penalty",
-               "max_new_tokens", "stop")
+               "min_new_tokens", "max_new_tokens", "stop")
 
 
 @dataclass
@@ -52,6 +52,7 @@ class Settings:
     repetition_penalty: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
+    min_new_tokens: int | None = None
     max_new_tokens: int | None = None
     stop: tuple[str, ...] | None = None
 
