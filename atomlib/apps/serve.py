@@ -203,44 +203,66 @@ async def _whole(request: Request, served: Served, limiter, prompt: str, setting
 
 
 def _start(served: Served, gate: _Gate, limiter, prompt: str, settings):
-    """Start answering in a worker thread now, streaming its pieces into a queue; the gate is
+    """Start answering in a worker thread now, its pieces collected for the response; the gate is
     left when the answer is over, whether or not anyone reads the stream."""
-    loop = asyncio.get_running_loop()
-    pieces: asyncio.Queue = asyncio.Queue()
-    cancel = threading.Event()
+    pieces, cancel = _Pieces(asyncio.get_running_loop()), threading.Event()
     ranked = settings.mode == "completion"  # its endings are ranked at the end: sent whole
-
-    def put(item):
-        try:
-            loop.call_soon_threadsafe(pieces.put_nowait, item)
-        except RuntimeError:  # the event loop is gone (shutdown)
-            pass
 
     def work():
         try:
             return answer(served.model, served.tokenizer, prompt, settings, should_stop=cancel.is_set,
-                          on_token=None if ranked else (lambda i, piece: put((i, piece))),
+                          on_token=None if ranked else (lambda i, piece: pieces.put((i, piece))),
                           decode=served.batcher.generate)
         finally:
-            put(None)
+            pieces.put(None)
 
     task = asyncio.ensure_future(anyio.to_thread.run_sync(work, limiter=limiter))
     task.add_done_callback(gate.leave)
     return task, pieces, cancel
 
 
-async def _ready(pieces: asyncio.Queue) -> dict[int, str] | None:
-    """The pieces that have arrived, joined per sample (one event each, not one per token, when
-    the loop is busy); None once the answer is over."""
-    item = await pieces.get()
-    ready: dict[int, str] = {}
-    while item is not None:
-        ready[item[0]] = ready.get(item[0], "") + item[1]
-        if pieces.empty():
-            return ready
-        item = pieces.get_nowait()
-    pieces.put_nowait(None)  # the end comes after these pieces
-    return ready or None
+class _Pieces:
+    """A stream's pieces, (sample, text) then None at the end, put by the decoding thread and
+    read by the response. The event loop is woken only when the response waits for them, not
+    once a token."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.lock = loop, threading.Lock()
+        self.items: list = []
+        self.waiter: asyncio.Future | None = None
+
+    def put(self, item) -> None:
+        with self.lock:
+            self.items.append(item)
+            waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            try:
+                self.loop.call_soon_threadsafe(_resolve, waiter)
+            except RuntimeError:  # the event loop is gone (shutdown)
+                pass
+
+    async def ready(self) -> dict[int, str] | None:
+        """What has arrived, joined per sample (waiting for something if nothing has); None once
+        the answer is over."""
+        with self.lock:
+            waiter = None if self.items else self.loop.create_future()
+            self.waiter = waiter
+        if waiter is not None:
+            await waiter
+        with self.lock:
+            items, self.items = self.items, []
+        ready: dict[int, str] = {}
+        for item in items:
+            if item is None:
+                self.items = [None]  # (nothing comes after the end) for the next call, after these pieces
+                return ready or None
+            ready[item[0]] = ready.get(item[0], "") + item[1]
+        return ready
+
+
+def _resolve(waiter: asyncio.Future) -> None:
+    if not waiter.done():  # (a response that stopped waiting cancelled it)
+        waiter.set_result(None)
 
 
 async def _events(served: Served, req, settings, chat: bool, task, pieces, cancel):
@@ -251,7 +273,7 @@ async def _events(served: Served, req, settings, chat: bool, task, pieces, cance
         if chat:
             for i in range(settings.n):
                 yield chunk(chat, rid, mid, i, role=True)
-        while (ready := await _ready(pieces)) is not None:
+        while (ready := await pieces.ready()) is not None:
             for i, text in ready.items():
                 yield chunk(chat, rid, mid, i, text)
             await asyncio.sleep(served.limits.stream_interval)  # what arrives meanwhile goes in the next event
