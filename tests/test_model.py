@@ -369,7 +369,7 @@ def test_row_cache_rows_at_different_lengths_each_equal_the_full_forward(switche
         for i, (s, t0) in enumerate(zip(seqs, starts)):
             one = model.new_cache(1, max_len=t0)
             got[i].append(model(s[:, :t0], cache=one, all_logits=True)[0][0])
-            assert rows.add(one) == i and rows.lengths[i] == t0
+            assert rows.add(one, t0) == i and rows.lengths[i] == t0
         live = [0, 1, 2]
         for step in range(18):
             if step == 10:  # row 0's request is over: it leaves, rows 1 and 2 move up
@@ -392,10 +392,10 @@ def test_row_cache_n_copies_of_one_prompt_and_a_replaced_row():
         one = model.new_cache(1, max_len=8)
         model(idx[:, :8], cache=one)
         rows = model.new_row_cache(3)
-        assert rows.add(one, copies=3) == 0 and rows.lengths == [8, 8, 8]
+        assert rows.add(one, 8, copies=3) == 0 and rows.lengths == [8, 8, 8]
         tail = model.new_cache(1, max_len=5)  # row 1 restarts from 5 tokens of its own (a slid window)
         model(idx[:, 3:8], cache=tail)
-        rows.set_rows([1], tail)
+        rows.set_rows([1], tail, [0], 5)
         got = model(idx[:, 8:9].expand(3, 1), cache=rows)[0][:, -1]
         want = model(idx[:, :9], all_logits=True)[0][0, -1]
         want_tail = model(idx[:, 3:9], all_logits=True)[0][0, -1]
@@ -403,7 +403,30 @@ def test_row_cache_n_copies_of_one_prompt_and_a_replaced_row():
     torch.testing.assert_close(got[2], want, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(got[1], want_tail, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="no room"):
-        rows.add(one)
+        rows.add(one, 8)
+
+
+@pytest.mark.parametrize("switches", [{}, *SWITCHES], ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
+def test_prompts_of_different_lengths_prefilled_together_right_padded(switches):
+    """The batcher admits several requests in one forward: their prompts but the last token,
+    right-padded into one KVCache. Each row keeps only its own positions, and the step that
+    feeds each row its last token gives the logits of that prompt's own full forward."""
+    model = _perturb(small_model(seed=8, **switches))
+    prompts = [torch.randint(0, 50, (1, n)) for n in (7, 1, 12)]
+    with torch.no_grad():
+        heads = [p[:, :-1] for p in prompts]
+        ids = torch.zeros((3, 11), dtype=torch.long)  # padding: token 0 after each shorter head
+        for i, h in enumerate(heads):
+            ids[i, :h.size(1)] = h
+        one = model.new_cache(3, max_len=11)
+        model(ids, cache=one)
+        rows = model.new_row_cache(4)
+        for i, h in enumerate(heads):
+            rows.add(one, h.size(1), [i])
+        got = model(torch.cat([p[:, -1:] for p in prompts]), cache=rows)[0][:, -1]
+        for i, p in enumerate(prompts):
+            torch.testing.assert_close(got[i], model(p)[0][0, -1], atol=1e-5, rtol=1e-4)
+    assert rows.lengths == [7, 1, 12]
 
 
 @pytest.mark.parametrize("switches", SWITCHES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))

@@ -2,27 +2,30 @@
 
     batcher = Batcher(model, tokenizer, max_rows=16)
     gens = batcher.generate(model, tokenizer, prompt, params, on_token=...)   # from any thread
-    ans = answer(model, tokenizer, prompt, settings, generate=batcher.generate)
+    ans = answer(model, tokenizer, prompt, settings, decode=batcher.generate)
 
 `generate` has engine.generate's signature and results, so the answer pipeline runs on top of
 it unchanged; `atom serve` calls it from one thread per request. One scheduler thread owns the
 model. Each turn it:
 
-1. admits waiting requests while rows are free: the prompt is prefilled alone (a KVCache of
-   one row) and copied into the shared RowCache, one row per sample;
-2. draws the next token of every row in one pass (sampling.draw over the requests' RowControls:
-   each request keeps its own controls, counts and torch.Generator), then lets each request
-   record its tokens and check its stop rules (engine.Decoding), and sends streamed pieces to
-   its thread;
-3. drops the requests that are over (finished, or their caller gone) and compacts the rows;
-4. runs one forward over every row left, each at its own length, fed the token it just drew.
+1. draws the next token of every running row in one pass (sampling.draw over the requests'
+   RowControls: each request keeps its own controls, counts and torch.Generator), lets each
+   request record its tokens and check its stop rules (engine.Decoding), and sends the
+   streamed pieces on;
+2. drops the requests that are over (finished, or their caller gone) and compacts the rows;
+3. admits waiting requests while rows are free: their prompts, all but the last token, are
+   encoded together in one forward (right-padded; a row never attends to what follows it) and
+   copied into the shared RowCache, one row per sample;
+4. runs one forward over every row, each at its own length, fed the token it just drew or, for
+   a new request, its prompt's last token: every row's logits for the next draw.
 
 A request thus gives the tokens it would give alone with the same seed: its rows see only their
 own tokens, every sampling operation works row by row, and its uniform numbers come from its own
 generator. A row that reaches the block size restarts its window from its last `window_keep`
-tokens, as the one-generation loop does. The per-step work that does not grow with the batch
-(the sampling pass, the forward's Python) is what batching shares; the profile of a small model
-on a CPU is mostly that.
+tokens, as the one-generation loop does (rows that slide at the same step are re-encoded
+together). What batching shares is the per-step work that does not grow with the rows: the
+forward's Python and its reads of the weights, the sampling pass; on a small model on a CPU that
+is most of a step.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -40,6 +43,9 @@ from atomlib.errors import AtomError
 from atomlib.generation.engine import Decoding, Generation, matmul_dtype, model_device, prompt_ids, window_keep
 from atomlib.generation.sampling import RowControls, SamplingParams, draw
 from atomlib.model.kernels import bf16_weights
+
+if TYPE_CHECKING:
+    from atomlib.model.cache import KVCache
 
 POLL_SECONDS = 0.05  # how often a waiting caller checks should_stop()
 
@@ -89,12 +95,14 @@ class Batcher:
         self.dtype = matmul_dtype(precision, self.device, model)
         self.weights = {} if self.dtype == torch.bfloat16 else None  # bf16 copies, made once: weights never change here
         self.cache = model.new_row_cache(max_rows)
-        # one thread or all for the steps, chosen by timing them, as the one-generation loop does
-        self.threads = ThreadChoice(self.device, "ATOM_DECODE_THREADS")
+        # one thread or all for the steps, chosen by timing them as the one-generation loop does, and
+        # for each batch size apart (1, 2-3, 4-7, 8-15 rows...): what pays for eight rows may not for one
+        self.thread_choices: dict[int, ThreadChoice] = {}
+        self.threads: ThreadChoice | None = None  # the one in effect
         self.block = model.config.block_size
         self.waiting: list[_Job] = []
         self.jobs: list[_Job] = []  # running, in row order
-        self.logits: list[torch.Tensor] = []  # what the next draw reads: the step's rows, then new requests'
+        self.logits: torch.Tensor | None = None  # the last step's, (rows, V): what the next draw reads
         self.controls: RowControls | None = None  # the running requests' controls (None: to be made)
         self.finished: dict[str, int] = {}  # finish reason of each request's first sample -> count
         self.lock = threading.Condition()
@@ -169,7 +177,7 @@ class Batcher:
         while True:
             with self.lock:
                 if not self.closed and not self.waiting and not self.jobs:
-                    self.threads.off()  # idle: torch's own thread count for anyone else
+                    self._use_threads(None)  # idle: torch's own thread count for anyone else
                 while not self.closed and not self.waiting and not self.jobs:
                     self.lock.wait()
                 if self.closed:
@@ -179,69 +187,97 @@ class Batcher:
             except Exception as e:  # a failed forward fails the requests in it, never the thread
                 for job in self.jobs:
                     self._end(job, e)
-                self.jobs, self.cache.lengths, self.logits, self.controls = [], [], [], None
+                self.jobs, self.cache.lengths, self.logits, self.controls = [], [], None, None
         for job in self.jobs + self.waiting:
             self._end(job, AtomError("the server is shutting down."))
 
     @torch.inference_mode()
     def _turn(self) -> None:
-        self._admit()
-        if not self.jobs:
-            return
-        nxt = self._draw()
-        live = [job for job in self.jobs if job.run.reason is None]
-        if len(live) < len(self.jobs):
-            rows = [r for span, job in self._row_spans() if job.run.reason is None for r in span]
-            self.cache.keep(rows)
-            nxt = nxt[rows]
-            self.controls = None
-            with self.lock:
-                over, self.jobs = [job for job in self.jobs if job.run.reason is not None], live
-            for job in over:  # told once their rows are free, so load() agrees with what they see
-                self._end(job)
+        feed = []  # each row's next input: the token it just drew, or a new request's last prompt token
         if self.jobs:
-            self._step(nxt)
+            feed.append(self._retire(self._draw()))
+        feed += [self._last_prompt_token(job) for job in self._admit()]
+        if self.jobs:
+            self._step(torch.cat(feed))
 
-    def _admit(self) -> None:
-        while True:
-            with self.lock:
-                if not self.waiting or self.cache.rows + self.waiting[0].run.rows > self.max_rows:
-                    return
-                job = self.waiting.pop(0)
+    def _retire(self, nxt: torch.Tensor) -> torch.Tensor:
+        """Drop the requests that are over and compact the rows; the drawn tokens of the rows left."""
+        live = [job for job in self.jobs if job.run.reason is None]
+        if len(live) == len(self.jobs):
+            return nxt
+        rows = [r for span, job in self._row_spans() if job.run.reason is None for r in span]
+        self.cache.keep(rows)
+        self.controls = None
+        with self.lock:
+            over, self.jobs = [job for job in self.jobs if job.run.reason is not None], live
+        for job in over:  # told once their rows are free, so load() agrees with what they see
+            self._end(job)
+        return nxt[rows]
+
+    def _admit(self) -> list[_Job]:
+        """Take waiting requests while rows are free. Their prompts but the last token are encoded
+        together into new rows; the step feeds each its last token. Returns them."""
+        taken, rows = [], self.cache.rows
+        with self.lock:
+            while self.waiting and rows + self.waiting[0].run.rows <= self.max_rows:
+                taken.append(self.waiting.pop(0))
+                rows += taken[-1].run.rows
+        new = []
+        for job in taken:
             if job.cancel.is_set() or job.run.reason is not None:  # its caller left while it waited, or 0 tokens
                 self._end(job)
-                continue
-            try:
-                self._prefill(job)
-            except Exception as e:  # this request's prompt failed: only it is told
+            else:
+                new.append(job)
+        if not new:
+            return []
+        heads = [job.run.prompt_ids()[:, -self.block:][:, :-1] for job in new]
+        try:
+            one = self._encode(heads)
+        except Exception as e:  # these prompts failed: only their requests are told
+            for job in new:
                 self._end(job, e)
-                continue
-            self.controls = None
-            with self.lock:
-                self.jobs.append(job)
+            return []
+        first = 0
+        for job, head in zip(new, heads):
+            self.cache.add(one, head.size(1), list(range(first, first + head.size(0))), job.run.rows // head.size(0))
+            first += head.size(0)
+        self.controls = None
+        with self.lock:
+            self.jobs += new
+        return new
+
+    @staticmethod
+    def _last_prompt_token(job: _Job) -> torch.Tensor:
+        run = job.run
+        return run.prompt_ids()[:, -1].repeat_interleave(run.rows // run.prompt_rows)
 
     def _forward(self, ids: torch.Tensor, cache) -> torch.Tensor:
         """The last position's logits (B, V) in float32, in the batcher's precision."""
         with autocast(ids.device, self.dtype), bf16_weights(self.weights):
             return self.model(ids, cache=cache)[0][:, -1].float()
 
-    def _prefill(self, job: _Job) -> None:
-        run = job.run
-        ctx = run.prompt_ids()[:, -self.block:]
-        one = self.model.new_cache(ctx.size(0), max_len=ctx.size(1))
-        logits = self._forward(ctx, one)
-        copies = run.rows // ctx.size(0)
-        self.cache.add(one, copies)
-        self.logits.append(logits.expand(run.rows, -1) if copies > 1 else logits)
+    def _encode(self, heads: list[torch.Tensor]) -> KVCache | None:
+        """Several rows' tokens (each (rows, T_i)) encoded in one forward, right-padded to the
+        longest: a row never attends to the padding after its tokens, and only its own T_i
+        positions are copied out. None if there is nothing to encode."""
+        T = max(head.size(1) for head in heads)
+        if T == 0:
+            return None
+        ids = torch.zeros((sum(head.size(0) for head in heads), T), dtype=torch.long, device=self.device)
+        first = 0
+        for head in heads:
+            ids[first:first + head.size(0), :head.size(1)] = head
+            first += head.size(0)
+        one = self.model.new_cache(ids.size(0), max_len=T)
+        self._forward(ids, one)
+        return one
 
     def _draw(self) -> torch.Tensor:
         """One draw over every row; each request records its tokens, streams its pieces and checks
         whether it is over. Returns the tokens drawn (rows,)."""
         if self.controls is None:
             self.controls = RowControls([job.run.sampler for job in self.jobs])
-        logits = torch.cat(self.logits) if len(self.logits) > 1 else self.logits[0]
-        self.logits = []  # read: the step after this draw gives the next
-        nxt, logprobs = draw(logits, self.controls, [job.run.n for job in self.jobs])
+        nxt, logprobs = draw(self.logits, self.controls, [job.run.n for job in self.jobs])
         ids = nxt.tolist()
         for rows, job in self._row_spans():
             run, span = job.run, slice(rows.start, rows.stop)
@@ -277,27 +313,35 @@ class Batcher:
             yield range(first, first + job.run.rows), job
             first += job.run.rows
 
-    def _step(self, nxt: torch.Tensor) -> None:
-        """One forward over every row: each feeds the token it just drew (after a slide, if its
-        window is full)."""
+    def _step(self, feed: torch.Tensor) -> None:
+        """One forward over every row, each fed its next input (rows,), after a slide if its window
+        is full; the logits are what the next draw reads."""
         full = [(rows, job) for rows, job in self._row_spans() if self.cache.lengths[rows.start] >= self.block]
         if full:
             self._slide(full)
-        self.threads.on()
+        threads = self._use_threads(1 << (feed.size(0).bit_length() - 1))
         t0 = time.perf_counter()
-        self.logits = [self._forward(nxt[:, None], self.cache)]
-        self.threads.record(time.perf_counter() - t0)
+        self.logits = self._forward(feed[:, None], self.cache)
+        threads.record(time.perf_counter() - t0)
+
+    def _use_threads(self, rows: int | None) -> ThreadChoice | None:
+        """Put the thread choice for batches of this many rows in effect (None: none)."""
+        new = None
+        if rows is not None:
+            new = self.thread_choices.setdefault(rows, ThreadChoice(self.device, "ATOM_DECODE_THREADS"))
+        if self.threads is not None and self.threads is not new:
+            self.threads.off()
+        self.threads = new
+        if new is not None:
+            new.on()
+        return new
 
     def _slide(self, full: list[tuple[range, _Job]]) -> None:
-        """These rows' windows are full: each restarts from its last `keep` tokens (the last one is
-        fed by the step, as after any prefill). Rows that keep as many tokens are re-encoded in one
-        forward (requests that started together slide together)."""
-        groups: dict[int, list[tuple[range, _Job]]] = {}
-        for rows, job in full:
-            groups.setdefault(window_keep(job.run.params, self.block), []).append((rows, job))
-        for keep, group in groups.items():
-            tails = torch.cat([job.run.seq[:, job.run.end - keep:job.run.end - 1] for _, job in group])
-            one = self.model.new_cache(tails.size(0), max_len=max(1, keep - 1))
-            if tails.size(1):
-                self._forward(tails, one)
-            self.cache.set_rows([r for rows, _ in group for r in rows], one)
+        """These rows' windows are full: each restarts from its last `keep` tokens, re-encoded all
+        together; the last one is fed by the step, as after admission."""
+        heads = [job.run.seq[:, job.run.end - window_keep(job.run.params, self.block):job.run.end - 1]
+                 for _, job in full]
+        one, first = self._encode(heads), 0
+        for (rows, _), head in zip(full, heads):
+            self.cache.set_rows(list(rows), one, list(range(first, first + head.size(0))), head.size(1))
+            first += head.size(0)

@@ -110,16 +110,17 @@ class RowCache:
     def advance(self, T: int) -> None:
         self.lengths = [n + T for n in self.lengths]
 
-    def add(self, one: KVCache, copies: int = 1) -> int:
-        """Rows for a prefilled cache: each of its rows, or its one row `copies` times (one prompt,
-        n samples). Returns the first new row's index."""
-        first, n, m = self.rows, one.pos, one.k.size(1) * copies
-        if first + m > self.max_rows:
-            raise ValueError(f"no room for {m} rows: {first} of {self.max_rows} are in use")
-        for kv, src in ((self.k, one.k), (self.v, one.v)):
-            kv[:, first:first + m, :, :n] = src[:, :, :, :n].repeat_interleave(copies, dim=1) if copies > 1 \
-                else src[:, :, :, :n]
-        self.lengths += [n] * m
+    def add(self, one: KVCache | None, length: int, src: list[int] | None = None, copies: int = 1) -> int:
+        """New rows at the end, holding the first `length` positions of rows `src` of a prefilled
+        cache (default: every row), each `copies` times (one prompt, n samples); `one` may be None
+        when length is 0. Returns the first new row's index."""
+        src = list(range(one.k.size(1))) if src is None else src
+        idx = [i for i in src for _ in range(copies)]
+        first = self.rows
+        if first + len(idx) > self.max_rows:
+            raise ValueError(f"no room for {len(idx)} rows: {first} of {self.max_rows} are in use")
+        self.lengths += [0] * len(idx)
+        self.set_rows(list(range(first, first + len(idx))), one, idx, length)
         return first
 
     def keep(self, rows: list[int]) -> None:
@@ -132,10 +133,12 @@ class RowCache:
             self.v[:, :len(rows), :, :L] = self.v[:, idx, :, :L]
         self.lengths = [self.lengths[i] for i in rows]
 
-    def set_rows(self, rows: list[int], one: KVCache) -> None:
-        """Replace these rows' tokens by the rows of a prefilled cache, in order (rows whose window slid)."""
-        n, idx = one.pos, torch.tensor(rows, device=self.k.device)
-        self.k[:, idx, :, :n] = one.k[:, :, :, :n]
-        self.v[:, idx, :, :n] = one.v[:, :, :, :n]
+    def set_rows(self, rows: list[int], one: KVCache | None, src: list[int], length: int) -> None:
+        """These rows hold the first `length` positions of rows `src` of a prefilled cache from now
+        on (new rows, or rows whose window slid); the positions past `length` are never read."""
+        if length:
+            dst, src_t = torch.tensor(rows, device=self.k.device), torch.tensor(src, device=self.k.device)
+            self.k[:, dst, :, :length] = one.k[:, src_t, :, :length]
+            self.v[:, dst, :, :length] = one.v[:, src_t, :, :length]
         for r in rows:
-            self.lengths[r] = n
+            self.lengths[r] = length
