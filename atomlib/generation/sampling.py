@@ -252,15 +252,18 @@ class RowControls:
         self.top_k = self._column([p.top_k or 0 for p, _ in params], 0, torch.long)
         self.k_max = max(p.top_k or 0 for p, _ in params)
         self.top_p = self._column([p.top_p if p.top_p is not None and p.top_p < 1 else math.inf for p, _ in params],
-                                  math.inf)
+                                  math.inf)  # (a number for every row is below 1: inf, off, would be None)
         self.repetition = self._column([p.repetition_penalty for p, _ in params], 1.0)
         self.frequency = self._column([p.frequency_penalty for p, _ in params], 0.0)
         self.presence = self._column([p.presence_penalty for p, _ in params], 0.0)
 
-    def _column(self, values: list, off, dtype=torch.float32) -> torch.Tensor | None:
-        """One value per row (each sampler's, repeated over its rows), or None if every one is `off`."""
+    def _column(self, values: list, off, dtype=torch.float32):
+        """One value per row (each sampler's, repeated over its rows); None if every one is `off`,
+        the value itself if every sampler has the same (one generation: no columns at all)."""
         if all(v == off for v in values):
             return None
+        if dtype != torch.bool and all(v == values[0] for v in values):
+            return values[0]
         rows = [v for v, s in zip(values, self.samplers) for _ in range(s.rows)]
         return torch.tensor(rows, dtype=dtype, device=self.device)[:, None]
 
