@@ -253,8 +253,9 @@ class _Pieces:
             items, self.items = self.items, []
         ready: dict[int, str] = {}
         for item in items:
-            if item is None:
-                self.items = [None]  # (nothing comes after the end) for the next call, after these pieces
+            if item is None:  # the end: the next call's, if pieces came with it
+                with self.lock:
+                    self.items.insert(0, None)
                 return ready or None
             ready[item[0]] = ready.get(item[0], "") + item[1]
         return ready

@@ -328,7 +328,9 @@ class Batcher:
         """Put the thread choice for batches of this many rows in effect (None: none)."""
         new = None
         if rows is not None:
-            new = self.thread_choices.setdefault(rows, ThreadChoice(self.device, "ATOM_DECODE_THREADS"))
+            if rows not in self.thread_choices:
+                self.thread_choices[rows] = ThreadChoice(self.device, "ATOM_DECODE_THREADS")
+            new = self.thread_choices[rows]
         if self.threads is not None and self.threads is not new:
             self.threads.off()
         self.threads = new

@@ -235,11 +235,12 @@ class TokenSampler:
 
 
 class RowControls:
-    """The controls of several generations' rows (their samplers, in row order) as (R, 1) columns,
-    so one draw serves a whole batch: one pass of each operation instead of one per generation.
-    A control no row uses is None and costs nothing; a row without a control the others use gets
-    the value that leaves its logits exactly as they are. Made when the batch's set of generations
-    changes, not every step."""
+    """The controls of several generations' rows (their samplers, in row order), so one draw
+    serves a whole batch: one pass of each operation instead of one per generation. A control on
+    which the generations differ is an (R, 1) column of per-row values, one they share is that
+    number, and one no row uses is None and costs nothing; a row without a control the others use
+    gets the value that leaves its logits exactly as they are. Made when the batch's set of
+    generations changes, not every step."""
 
     def __init__(self, samplers: list[TokenSampler]):
         self.samplers = samplers
@@ -252,7 +253,7 @@ class RowControls:
         self.top_k = self._column([p.top_k or 0 for p, _ in params], 0, torch.long)
         self.k_max = max(p.top_k or 0 for p, _ in params)
         self.top_p = self._column([p.top_p if p.top_p is not None and p.top_p < 1 else math.inf for p, _ in params],
-                                  math.inf)  # (a number for every row is below 1: inf, off, would be None)
+                                  math.inf)  # inf: no nucleus filter for that row
         self.repetition = self._column([p.repetition_penalty for p, _ in params], 1.0)
         self.frequency = self._column([p.frequency_penalty for p, _ in params], 0.0)
         self.presence = self._column([p.presence_penalty for p, _ in params], 0.0)
