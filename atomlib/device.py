@@ -198,7 +198,9 @@ def describe(device: torch.device, dtype: torch.dtype) -> str:
 
 
 class ThreadChoice:
-    """Chooses torch's intra-op thread count on a CPU by timing real steps: one thread against all.
+    """Chooses torch's intra-op thread count on a CPU by timing real steps: one thread against all
+    (or against `most`, when the caller leaves cores to others: `atom serve` keeps one for its
+    event loop and its clients).
 
     Small models run many small parallel regions a step. On an idle machine splitting them over
     the cores pays; on a busy one a thread that is not scheduled holds the others up at every
@@ -212,7 +214,8 @@ class ThreadChoice:
     """
 
     def __init__(self, device: torch.device, env: str, enabled: bool = True, fixed: int | None = None,
-                 probe: int = 6, warmup: int = 2, reprobe: int | None = 256, margin: float = 0.1):
+                 probe: int = 6, warmup: int = 2, reprobe: int | None = 256, margin: float = 0.1,
+                 most: int | None = None):
         self.have = torch.get_num_threads()
         want = os.environ.get(env, "").strip()
         if device.type != "cpu" or not enabled:
@@ -222,7 +225,8 @@ class ThreadChoice:
         elif want.isdigit():
             self.candidates = [int(want)] if int(want) else []
         else:
-            self.candidates = [self.have, 1] if self.have > 1 else []
+            top = max(1, min(self.have, most or self.have))
+            self.candidates = [top, 1] if top > 1 else [1] if self.have > 1 else []
         self.PROBE, self.REPROBE, self.margin = probe, reprobe, margin
         self.choice = self.candidates[0] if self.candidates else None
         self.times = {c: [] for c in self.candidates}

@@ -223,6 +223,12 @@ def test_thread_choice_once_fixed_or_switched_off(monkeypatch):
         close.record({1: 0.95, 2: 1.0}[close.choice])
     assert close.choice == 2  # 5% is within a probe's noise: all threads stay
     assert ThreadChoice(CPU, "ATOM_TRAIN_THREADS", fixed=2).candidates == [2]  # a resumed run's own count
+    assert ThreadChoice(CPU, "ATOM_DECODE_THREADS", most=1).candidates == [1]  # a core kept for others
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert ThreadChoice(CPU, "ATOM_DECODE_THREADS", most=3).candidates == [3, 1]
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setenv("ATOM_DECODE_THREADS", "2")
+    assert ThreadChoice(CPU, "ATOM_DECODE_THREADS", most=1).candidates == [2]  # the person's setting wins
     monkeypatch.setenv("ATOM_DECODE_THREADS", "1")
     assert ThreadChoice(CPU, "ATOM_DECODE_THREADS").candidates == [1]
     monkeypatch.setenv("ATOM_DECODE_THREADS", "0")

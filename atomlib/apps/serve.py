@@ -320,7 +320,8 @@ def open_run(run=None, device: str = "auto", limits: Limits | None = None, api_k
     model, tokenizer, _ = load_run(run, device=device)
     limits = limits or Limits()
     batcher = Batcher(model, tokenizer, max_rows=limits.max_rows, max_waiting=limits.max_rows + limits.max_waiting,
-                      inline_callbacks=True)  # (the callbacks only hand pieces to the event loop)
+                      inline_callbacks=True,  # (the callbacks only hand pieces to the event loop)
+                      spare_cores=1)  # for the event loop and the clients (the README's serve section measures it)
     return Served(model, tokenizer, run.name, batcher, limits, api_key, int(run.stat().st_mtime))
 
 

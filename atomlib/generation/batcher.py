@@ -84,11 +84,16 @@ class Batcher:
     instead of through the caller's thread. That saves each piece a hop between threads (a
     thread wake-up a token a stream, which costs more than the token on a small model), but
     every step then waits for the callbacks: only for quick, thread-safe ones (`atom serve`'s
-    hands the piece to its event loop)."""
+    hands the piece to its event loop).
+
+    spare_cores: cores the decode steps leave to others (`atom serve`'s event loop and clients).
+    A second decode thread spins between the forward's many small operations and takes its core
+    whole, which the server's HTTP side then lacks."""
 
     def __init__(self, model, tokenizer, max_rows: int = 16, max_waiting: int = 64, precision: str = "auto",
-                 inline_callbacks: bool = False):
+                 inline_callbacks: bool = False, spare_cores: int = 0):
         self.inline_callbacks = inline_callbacks
+        self.max_threads = max(1, torch.get_num_threads() - spare_cores) if spare_cores else None
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_rows, self.max_waiting = max_rows, max_waiting
         self.device = model_device(model)
@@ -326,13 +331,11 @@ class Batcher:
 
     def _use_threads(self, rows: int | None) -> ThreadChoice | None:
         """Put the thread choice for batches of this many rows in effect (None: none)."""
-        new = None
-        if rows is not None:
-            if rows not in self.thread_choices:
-                self.thread_choices[rows] = ThreadChoice(self.device, "ATOM_DECODE_THREADS")
-            new = self.thread_choices[rows]
+        new = None if rows is None else self.thread_choices.get(rows)
         if self.threads is not None and self.threads is not new:
-            self.threads.off()
+            self.threads.off()  # (first: a new choice reads torch's own thread count)
+        if rows is not None and new is None:
+            new = self.thread_choices[rows] = ThreadChoice(self.device, "ATOM_DECODE_THREADS", most=self.max_threads)
         self.threads = new
         if new is not None:
             new.on()
