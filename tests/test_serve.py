@@ -173,6 +173,17 @@ def test_a_full_server_answers_429(served):
         srv.stop()
 
 
+def _assert_freed(server, aborted_before: int) -> None:
+    """Within 10 s the server has no request running, no row in use, and one more aborted."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        load = httpx.get(server.url + "/health").json()
+        if load["running"] == 0 and load["finished"].get("aborted", 0) > aborted_before:
+            break
+        time.sleep(0.05)
+    assert load["running"] == 0 and load["rows"] == 0 and load["finished"]["aborted"] == aborted_before + 1
+
+
 def test_a_client_that_disconnects_mid_stream_frees_its_rows(server, served):
     before = served.batcher.load()["finished"].get("aborted", 0)
     body = {"model": "tiny", "prompt": "x", "max_tokens": 3000, "stream": True, "stop": [], "filters": False}
@@ -182,13 +193,7 @@ def test_a_client_that_disconnects_mid_stream_frees_its_rows(server, served):
             got += line.startswith("data: ")
             if got >= 5:
                 break  # leave mid-stream: the connection closes
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        load = httpx.get(server.url + "/health").json()
-        if load["running"] == 0 and load["finished"].get("aborted", 0) > before:
-            break
-        time.sleep(0.05)
-    assert load["running"] == 0 and load["rows"] == 0 and load["finished"]["aborted"] == before + 1
+    _assert_freed(server, before)
 
 
 def test_a_client_that_leaves_before_a_whole_answer_frees_its_rows(server, served):
@@ -197,13 +202,7 @@ def test_a_client_that_leaves_before_a_whole_answer_frees_its_rows(server, serve
     body = {"model": "tiny", "prompt": "x", "max_tokens": 3000, "min_tokens": 3000, "filters": False}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.url + "/v1/completions", json=body, timeout=httpx.Timeout(10, read=0.5))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        load = httpx.get(server.url + "/health").json()
-        if load["running"] == 0 and load["finished"].get("aborted", 0) > before:
-            break
-        time.sleep(0.05)
-    assert load["running"] == 0 and load["rows"] == 0 and load["finished"]["aborted"] == before + 1
+    _assert_freed(server, before)
 
 
 def test_a_stream_sends_what_was_drawn_between_events_in_one(served):

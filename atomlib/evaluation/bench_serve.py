@@ -91,11 +91,10 @@ def served_process(run, device: str, max_tokens: int, max_rows: int, stream_inte
             yield url
         finally:
             proc.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            proc.kill()  # (nothing, once it has exited)
+            proc.wait()
 
 
 def _wait_for(url: str, proc: subprocess.Popen, log) -> None:
