@@ -239,6 +239,18 @@ def test_clear_button(app):
     assert app.session.history == [] and "Type a prompt" in app.transcript_text()
 
 
+def test_a_script_run_on_the_session_shows_in_the_app(app, capsys):
+    """Notebook 06 runs a scripted exchange on app.session (the terminal's reader): the app's
+    transcript follows it, with no call to redraw, and so does a /clear typed there."""
+    from atomlib.apps.terminal import run_script
+
+    run_script(app.session, ["/tokens 8", "ravens over the pyre"])
+    assert app.session.history.exchanges == 1
+    assert "you>ravens over the pyre" in app.transcript_text()
+    run_script(app.session, ["/clear"])
+    assert "ravens over the pyre" not in app.transcript_text() and "Type a prompt" in app.transcript_text()
+
+
 def test_lmstudio_toggle_status_and_rewrite(app):
     def rewrite(body):
         return "Dark night falls. " + body["messages"][1]["content"].split("Rewrite this answer:\n", 1)[1]

@@ -162,6 +162,7 @@ def _retry(session, arg: str) -> Reply:
 def _clear(session, arg: str) -> Reply:
     n = session.history.exchanges
     session.history.clear()
+    session.changed()
     return Reply("clear", f"Transcript cleared ({n} exchange(s) forgotten).")
 
 

@@ -15,8 +15,8 @@ by a local LLM (atomlib.apps.enhance), which falls back to the model's own text 
 Tokens stream to `on_token(piece)`; `stop()` (from a SIGINT handler, a Stop button, another
 thread) ends a generation at its next token. Any text is safe: empty input does nothing, very long
 input keeps its tail (with a note), characters the model never saw are replaced (with a note).
-Views register `listeners` and redraw when settings, mode or enhancement change, whoever changed
-them (a typed command or a control).
+Views register `listeners` and redraw when settings, mode, enhancement or the transcript change,
+whoever changed them (a typed command, a control, a script run on the session).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class ChatSession:
         if surface not in SURFACES:
             raise AtomError(f"chat surface '{surface}' is unknown; use one of {', '.join(SURFACES)}.")
         self.model, self.tokenizer, self.state = model, tokenizer, state or {}
-        self.listeners: list[Callable[[], None]] = []  # called after settings, mode or enhancement change
+        self.listeners: list[Callable[[], None]] = []  # called after settings, mode, enhancement or transcript change
         self._mode = mode
         self._enhance_on = bool(enhance)
         self.surface = surface  # where commands are typed: /help and the commands offered follow it
@@ -110,7 +110,8 @@ class ChatSession:
         self.changed()
 
     def changed(self) -> None:
-        """Tell the views that settings, mode or enhancement changed, so they redraw from the session."""
+        """Tell the views that settings, mode, enhancement or the transcript changed, so they redraw
+        from the session."""
         for listener in list(self.listeners):
             listener()
 
@@ -166,6 +167,7 @@ class ChatSession:
         with self._generation():
             reply = self._answer(text, mode, on_token, on_event)
             self.history.record(text, mode, reply)
+        self.changed()
         return reply
 
     def regenerate(self, on_token: Callable[[str], None] | None = None,
@@ -178,6 +180,7 @@ class ChatSession:
                 return hint("there is no answer to regenerate yet; type a prompt first.")
             reply = self._answer(last.text, last.mode, on_token, on_event)
             self.history[-1] = answer_turn(last.mode, reply)
+        self.changed()
         return reply
 
     def stop(self) -> None:

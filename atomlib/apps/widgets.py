@@ -11,7 +11,8 @@ Regenerate asks again for the last prompt, Clear forgets the transcript.
 The controls are drawn from the session, never kept beside it: one slider for each command of
 the table that sets a value (bounds from the same table as the typed /command), and after any
 change, clicked or typed (`/tokens 160`), a session listener redraws every control from
-`session.settings` and `session.effective()`, so they always show the values in use.
+`session.settings` and `session.effective()`, so they always show the values in use. The same
+listener redraws the transcript when it changes elsewhere (a script run on `app.session`).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class ChatApp(W.VBox):
         self._wire()
         super().__init__(self._layout(), **kw)
         self.add_class("atom-app")
-        session.listeners.append(self.refresh_controls)
+        session.listeners.append(self._session_changed)
         self.refresh_controls()
         self.render()
 
@@ -279,6 +280,13 @@ class ChatApp(W.VBox):
         self.regen_button.disabled = busy or self.session.history.last_prompt() is None
 
     # --- the controls follow the session --------------------------------------------------------------
+
+    def _session_changed(self) -> None:
+        """A session listener: the controls follow every change; the transcript follows the changes
+        made elsewhere (the app's own answers redraw it as they stream)."""
+        self.refresh_controls()
+        if not self.busy:
+            self.render()
 
     def refresh_controls(self) -> None:
         """Show the settings in use in every control (a session listener: runs after each change)."""
