@@ -1,5 +1,6 @@
-"""Where things live: the project root, data folders, runs, and the offline mirrors; and how a
-file is written there so that a kill never leaves half of it (atomic_file, write_atomic).
+"""Where things live: the project root, data folders, runs, and the offline mirrors; how a file
+is written there so that a kill never leaves half of it (atomic_file, write_atomic); and a free
+port on 127.0.0.1 for a local server (free_port).
 
 Notebooks run from the repository root or from notebooks/, papermill may run them from
 anywhere, so every path is resolved from the project root, never from the working directory.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -142,3 +144,10 @@ def sha256_file(path: str | Path) -> str:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS picks it), for a server this process starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -161,12 +161,9 @@ def drip(handler, data: bytes, every: float = 0.5) -> None:
 
 def free_port_url() -> str:
     """A 127.0.0.1 URL where nothing listens (a port that was just free)."""
-    import socket
+    from atomlib.paths import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
+    return f"http://127.0.0.1:{free_port()}/v1"
 
 
 if __name__ == "__main__":  # run it by hand: python tests/lmstudio_stub.py

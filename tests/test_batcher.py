@@ -91,11 +91,17 @@ def test_inline_callbacks_run_in_the_scheduler_and_one_that_fails_ends_only_its_
     def failing(i, piece):
         raise RuntimeError("the event loop is gone")
 
+    out = {}
+
+    def neighbour():
+        try:
+            b.generate(model, tokenizer, "x", _params(1, max_new_tokens=100_000), on_token=failing)
+        except Exception as e:
+            out["bad"] = e
+
     try:
         alone = generate(model, tokenizer, "The raven", _params(0, max_new_tokens=60))
-        out = {}
-        bad = threading.Thread(target=lambda: out.setdefault("bad", _raises(
-            lambda: b.generate(model, tokenizer, "x", _params(1, max_new_tokens=100_000), on_token=failing))))
+        bad = threading.Thread(target=neighbour)
         bad.start()
         gens = b.generate(model, tokenizer, "The raven", _params(0, max_new_tokens=60), on_token=on_token)
         bad.join(30)
@@ -104,14 +110,6 @@ def test_inline_callbacks_run_in_the_scheduler_and_one_that_fails_ends_only_its_
     assert "".join(pieces) == gens[0].text == alone[0].text  # the failing neighbour changed nothing
     assert threads == {b.thread.ident}
     assert isinstance(out["bad"], RuntimeError) and b.load()["finished"].get("error") == 1
-
-
-def _raises(fn):
-    try:
-        fn()
-    except Exception as e:
-        return e
-    return None
 
 
 def test_should_stop_frees_the_rows_at_once(loaded, batcher):

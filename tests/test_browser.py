@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from atomlib.apps.session import ChatSession
-from atomlib.paths import outputs_dir
+from atomlib.paths import free_port, outputs_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("ATOM_CHROMIUM", "/usr/bin/chromium"))  # Debian's by default
@@ -41,12 +40,6 @@ PROMPT = "fire and steel"
 LONG_PROMPT = ("the night is burning\n" * 1200)[:20_000]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, timeout: float) -> bool:
@@ -71,7 +64,7 @@ def lab(tiny_run, tmp_path):
     (project / "notebooks").mkdir(parents=True)
     shutil.copy(ROOT / "notebooks" / "06_chat.ipynb", project / "notebooks" / "06_chat.ipynb")
     shutil.copytree(tiny_run, project / "outputs" / "runs" / "tiny")
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     jhome = tmp_path / "jupyter"
     env = {k: v for k, v in os.environ.items() if k not in ("ATOM_LMSTUDIO_URL",)}
     env.update(ATOM_HOME=str(project), ATOM_SMOKE="1", ATOM_CHAT_CONFIG=str(tmp_path / "none.yaml"),
@@ -303,7 +296,7 @@ def _scrolls_sideways(page, selector: str) -> list[str]:
 
 
 def _free_url() -> str:
-    return f"http://127.0.0.1:{_free_port()}/v1/a-long-path-to-a-server-that-is-not-there"
+    return f"http://127.0.0.1:{free_port()}/v1/a-long-path-to-a-server-that-is-not-there"
 
 
 def test_chat_notebook_in_chromium(lab, loaded):

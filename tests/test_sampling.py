@@ -238,7 +238,7 @@ def test_top_k_then_top_p_and_temperature():
 
 def test_sampling_draws_from_the_distribution():
     gen = torch.Generator().manual_seed(0)
-    draws = sample_from_probs(torch.tensor([0.5, 0.3, 0.2, 0.0]).expand(40000, -1), gen)
+    draws = sample_from_probs(torch.tensor([0.5, 0.3, 0.2, 0.0]).expand(40000, -1), torch.rand((40000, 1), generator=gen))
     freq = torch.bincount(draws, minlength=4).float() / len(draws)
     assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.2, 0.0]), atol=0.01)
     assert freq[3] == 0  # a token with probability 0 is never drawn

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from fixtures_darklyrics import SITE, FixtureServer, album_page, artist_page, bu
 from atomlib.data import fetcher, setup as data_setup  # noqa: E402
 from atomlib.cli import main  # noqa: E402
 from atomlib.errors import AtomError  # noqa: E402
-from atomlib.paths import data_dir  # noqa: E402
+from atomlib.paths import data_dir, free_port  # noqa: E402
 from atomlib.data.darklyrics import (  # noqa: E402
     ParseError, parse_album_header, parse_album_page, parse_artist_page, parse_letter_index,
 )
@@ -476,9 +475,7 @@ def test_cli_rejects_bad_arguments(args, needle, capsys):
 
 
 def test_unreachable_site_is_one_line_exit_2(tmp_path):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     proc = subprocess.run([sys.executable, "-m", "atomlib.cli", "scrape", "darklyrics", "--base-url",
                            f"http://127.0.0.1:{port}", "--artist", "x", "--delay", "0",
                            "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")],
@@ -489,8 +486,6 @@ def test_unreachable_site_is_one_line_exit_2(tmp_path):
 
 
 def test_scrape_function_raises_atom_error_when_unreachable(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with pytest.raises(AtomError, match="cannot connect"):
         scrape_darklyrics(artists=["x"], base_url=f"http://127.0.0.1:{port}", out_dir=tmp_path, cache_dir=tmp_path, delay=0)

@@ -31,7 +31,6 @@ import asyncio
 import hmac
 import ipaddress
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from atomlib.errors import AtomError
 from atomlib.generation.answer import answer
 from atomlib.generation.batcher import Batcher, QueueFull
 from atomlib.model.checkpoint import load_run
-from atomlib.paths import resolve_run
+from atomlib.paths import free_port, resolve_run
 
 DISCONNECT_POLL = 0.25  # seconds between checks that a client waiting for a whole answer is still there
 
@@ -329,10 +328,7 @@ class Background:
     """The server in a thread on a free port of 127.0.0.1 (the tests, the benchmark, notebook 06)."""
 
     def __init__(self, served: Served, port: int = 0, timeout: float = 30.0, own: bool = True):
-        if not port:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
+        port = port or free_port()
         self.served, self.port, self.url, self.own = served, port, f"http://127.0.0.1:{port}", own
         config = uvicorn.Config(create_app(served), host="127.0.0.1", port=port, log_level="warning")
         self.server = uvicorn.Server(config)

@@ -64,6 +64,10 @@ class Transcript(list):
         self.append(Turn("user", text, mode, meta={"kind": reply.prompt_kind} if reply.prompt_kind else {}))
         self.append(answer_turn(mode, reply))
 
+    def state(self) -> tuple:
+        """What tells this transcript from an earlier state of it: how many turns, and which is last."""
+        return len(self), id(self[-1]) if self else None
+
     def last_prompt(self) -> Turn | None:
         """The user turn of the last exchange, or None when there is none."""
         return self[-2] if len(self) >= 2 and self[-2].role == "user" else None

@@ -89,6 +89,7 @@ class ChatApp(W.VBox):
         self._last_render = 0.0
         self._syncing = False  # the controls are being set from the session: do not echo back
         self._holding = False  # several settings change at once: redraw the controls once, after
+        self._shown: tuple | None = None  # the transcript's state() as last drawn
         self._controls()
         self._wire()
         super().__init__(self._layout(), **kw)
@@ -282,10 +283,11 @@ class ChatApp(W.VBox):
     # --- the controls follow the session --------------------------------------------------------------
 
     def _session_changed(self) -> None:
-        """A session listener: the controls follow every change; the transcript follows the changes
-        made elsewhere (the app's own answers redraw it as they stream)."""
+        """A session listener: the controls follow every change; the transcript follows the turns
+        added, replaced or cleared elsewhere (the app's own answers redraw it as they stream, and a
+        slider moved redraws no transcript)."""
         self.refresh_controls()
-        if not self.busy:
+        if not self.busy and self._shown != self.session.history.state():
             self.render()
 
     def refresh_controls(self) -> None:
@@ -373,6 +375,7 @@ class ChatApp(W.VBox):
         with self._lock:
             hist = self.session.history
             self.past.value = past_html(hist if self._cut is None else hist[:self._cut], self._log)
+            self._shown = hist.state()
             self.render_live(force=True)
 
     def render_live(self, force: bool = False) -> None:

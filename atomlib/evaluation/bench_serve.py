@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import requests
 
 from atomlib.device import cpu_model_name
 from atomlib.errors import AtomError
-from atomlib.paths import resolve_run
+from atomlib.paths import free_port, resolve_run
 
 PROMPT = "By the river of blood"
 START_TIMEOUT = 120.0  # seconds for the server to load the run and answer /health
@@ -68,18 +67,12 @@ def _percentile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def served_process(run, device: str, max_tokens: int, max_rows: int, stream_interval: float | None):
     """`atom serve` on a free port of 127.0.0.1 in a child process; yields its URL once /health
     answers, stops it after. A server that fails to start is named with its last line."""
-    port = _free_port()
-    cmd = [sys.executable, "-c", "from atomlib.cli import main; main()", "serve", "--run", str(run),
+    port = free_port()
+    cmd = [sys.executable, "-m", "atomlib.cli", "serve", "--run", str(run),
            "--port", str(port), "--device", device, "--max-tokens", str(max_tokens), "--max-rows", str(max_rows)]
     if stream_interval is not None:
         cmd += ["--stream-interval", str(stream_interval)]

@@ -173,14 +173,11 @@ def next_token_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tens
     return torch.softmax(filter_logits(logits / params.temperature, params.top_k, params.top_p), dim=-1)
 
 
-def sample_from_probs(probs: torch.Tensor, generator: torch.Generator | None = None,
-                      uniform: torch.Tensor | None = None) -> torch.Tensor:
+def sample_from_probs(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """One index per row, drawn from probs (B, V) (need not sum to 1) by inverting the CDF with
-    one uniform number per row (drawn from `generator`, or given, (B, 1)): an exact draw, with no
-    host sync and less work than torch.multinomial on a large vocabulary."""
+    one uniform number per row, uniform (B, 1) in [0, 1): an exact draw, with no host sync and
+    less work than torch.multinomial on a large vocabulary."""
     cdf = probs.cumsum(-1)
-    if uniform is None:
-        uniform = torch.rand((probs.size(0), 1), generator=generator, device=probs.device, dtype=cdf.dtype)
     return torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True).clamp_(max=probs.size(-1) - 1).squeeze(1)
 
 
@@ -313,6 +310,6 @@ def draw(logits: torch.Tensor, controls: RowControls, steps: list[int]) -> tuple
         if c.temperature is not None:
             x = x / c.temperature
         x = filter_logits(x, c.top_k, c.top_p, c.k_max)
-        drawn = sample_from_probs(torch.softmax(x, dim=-1), uniform=c.uniforms())
+        drawn = sample_from_probs(torch.softmax(x, dim=-1), c.uniforms())
         nxt = drawn if nxt is None else torch.where(c.greedy[:, 0], nxt, drawn)
     return nxt, torch.log_softmax(logits, dim=-1).gather(1, nxt[:, None]).squeeze(1)

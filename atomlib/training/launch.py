@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from atomlib.config import TrainConfig, check_overrides, load_config, make_confi
 from atomlib.data.setup import ensure_dataset
 from atomlib.errors import AtomError
 from atomlib.model import checkpoint as ckpt
-from atomlib.paths import write_atomic
+from atomlib.paths import free_port, write_atomic
 from atomlib.training.dist import local_accumulation
 from atomlib.training.runs import default_run_dir, has_checkpoint
 from atomlib.training.state import check_init_from
@@ -117,7 +116,7 @@ class Layout:
     def torchrun_args(self) -> list[str]:
         port = self.master_port
         if port is None:
-            port = _free_port() if self.nnodes == 1 else 29500
+            port = free_port() if self.nnodes == 1 else 29500
         return [f"--nproc_per_node={self.nproc}", f"--nnodes={self.nnodes}", f"--node_rank={self.node_rank}",
                 f"--master_addr={self.master_addr}", f"--master_port={port}"]
 
@@ -168,12 +167,6 @@ def torchrun(cfg: TrainConfig, run_dir: Path, resume: bool, layout: Layout, prog
         rc = _stream(cmd, env, inherit)
     if rc != 0:
         raise AtomError(f"training under torchrun failed (exit code {rc}); the workers' messages are above.")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _inherit_stdout() -> bool:
